@@ -143,6 +143,10 @@ def atomic_write(path: str | Path,  # final file; its folder is created if missi
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(descriptor)
     temporary = Path(temporary)
+    # mkstemp creates the file readable by its owner alone; give it the mode a plain open() would.
+    umask = os.umask(0)
+    os.umask(umask)
+    temporary.chmod(0o666 & ~umask)
     try:
         yield temporary
         _fsync_file(temporary)
