@@ -120,6 +120,7 @@ def test_entry_point_help():
     (["train", "--seed", "-3"], ["seed", "'-3'"]),
     (["train", "--alpha", "-0.5", "--model", "guided"], ["--alpha", "'-0.5'"]),
     (["train", "--alpha", "0.5"], ["--alpha", "--model guided"]),
+    (["train", "--model", "guided", "--guidance", "sideways"], ["--guidance", "'sideways'", "features"]),
     (["train", "--resume", "--force", "--out", "somewhere"], ["--resume", "--force"]),
     (["generate", "RUN", "--n", "0", "--out", "muons.npy"], ["--n", "'0'"]),
     (["generate", "RUN", "--n", "10", "--chunk-size", "-1", "--out", "muons.npy"], ["--chunk-size"]),
@@ -205,6 +206,21 @@ def test_train_resume_continues(run_copy):
     assert after["iteration"][-1] == 60
     assert [evaluation["iteration"] for evaluation in after["evaluations"]] == [20, 40, 60]
     assert json.loads((run_copy / "options.json").read_text())["batch_size"] == 64  # the run's own option
+
+
+def test_guidance_modes_match_guided_model():
+    from muon_gan_nb.guided import GUIDANCE_MODES
+    assert cli.GUIDANCE_MODES == GUIDANCE_MODES
+
+
+def test_train_guided_options(small_data, tmp_path):
+    out = tmp_path / "guided"
+    process = run_cli("train", "--model", "guided", "--guidance", "features", "--alpha", "0.5", "--data", small_data,
+                      "--out", out, "--iterations", "4", "--eval-every", "4", "--eval-size", "300", "--batch-size", "32")
+    assert process.returncode == 0, process.stderr
+    options = json.loads((out / "options.json").read_text())
+    assert options["model"] == "guided"
+    assert options["model_options"] == {"mode": "features", "alpha": 0.5}
 
 
 def test_train_refuses_existing_folder(trained_run, small_data):
