@@ -1,0 +1,271 @@
+"""Integration tests of muon_gan_nb.training: real TensorFlow training on small toy samples, real XGBoost."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from muon_gan_nb.data import InvalidInputError, MuonSample, load_muons, write_muons
+from muon_gan_nb.evaluation import evaluate_fidelity
+from muon_gan_nb.models import make_gan
+from muon_gan_nb.training import (TrainedRun, TrainingDivergedError, generate_shards, generate_to_file,
+                                  list_checkpoints, load_run, train)
+
+REPO = Path(__file__).resolve().parents[1]
+FAST_EVALUATION = {"bootstrap": 0, "mmd_blocks": 2}
+SMALL = dict(eval_size=400, progress=False, evaluation_options=FAST_EVALUATION)
+
+
+def toy_muons(n: int, seed: int = 0) -> MuonSample:
+    "SHiP-like toy muons: 56% prompt at x = y = 0, displaced ones spread in x and y, falling pz spectrum."
+    rng = np.random.default_rng(seed)
+    displaced = rng.random(n) > 0.56
+    xy = rng.normal(0, 5, (n, 2)) * displaced[:, None]
+    z = np.where(displaced, rng.uniform(-7080, -6460, n), -7084.0 + rng.normal(0, 2, n))
+    features = np.column_stack([xy, z, rng.normal(0, 0.6, (n, 2)), 10.3 + rng.exponential(25, n)])
+    return MuonSample(features.astype(np.float32), rng.choice([-13, 13], n), rng.uniform(1, 3, n),
+                      source="toy muons")
+
+
+@pytest.fixture(scope="module")
+def toy_file(tmp_path_factory) -> Path:
+    "The toy sample written as a SHiP .npy file, so subprocesses and resumed runs reload the same muons."
+    return write_muons(toy_muons(4_000), tmp_path_factory.mktemp("data") / "toy.npy")
+
+
+@pytest.fixture(scope="module")
+def reference_run(toy_file, tmp_path_factory) -> TrainedRun:
+    "An uninterrupted 200-iteration run, the baseline for the resume and reproducibility tests."
+    return train(data=str(toy_file), out=tmp_path_factory.mktemp("runs") / "reference", iterations=200,
+                 eval_every=100, checkpoint_every=100, seed=3, **SMALL)
+
+
+def test_short_run_writes_every_file(reference_run):
+    folder = reference_run.path
+    for name in ("options.json", "versions.json", "scaler.json", "model.keras", "metrics.json"):
+        assert (folder / name).is_file(), name
+    options = json.loads((folder / "options.json").read_text())
+    assert options["seed"] == 3
+    assert options["iterations"] == 200
+    assert options["data"].endswith("toy.npy")
+    versions = json.loads((folder / "versions.json").read_text())
+    assert {"python", "numpy", "tensorflow", "keras", "xgboost", "muon_gan_nb", "platform"} <= set(versions)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["status"] == "completed"
+    assert metrics["iteration"][-1] == 200
+    assert len(metrics["generator_loss"]) == len(metrics["iteration"])
+    assert [entry["iteration"] for entry in metrics["evaluations"]] == [100, 200]
+    assert 0.3 < metrics["evaluations"][0]["floor_auc"] < 0.7
+    assert set(metrics["convergence"]) == {"loss_stability", "auc_plateau"}
+    assert metrics["seconds"] > 0
+    pngs = sorted((folder / "plots").glob("*.png"))
+    assert pngs and all(png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for png in pngs)
+    assert [path.name for path in list_checkpoints(folder / "checkpoints")] == \
+        ["iteration-000000100", "iteration-000000200"]
+
+    loaded = load_run(folder)
+    generated = loaded.generate(500, seed=1)
+    assert generated.features.shape == (500, 6)
+    assert set(np.unique(generated.pdg)) <= {-13, 13}
+    np.testing.assert_array_equal(generated.weight, 1)
+    np.testing.assert_array_equal(generated.features, reference_run.generate(500, seed=1).features)
+    assert loaded.scaler.to_dict() == reference_run.scaler.to_dict()
+
+
+def test_existing_folder_refused(reference_run):
+    with pytest.raises(InvalidInputError, match="force=True.*resume=True") as error:
+        train(data=toy_muons(1_000), out=reference_run.path, iterations=10, **SMALL)
+    assert str(reference_run.path) in str(error.value)
+    assert (reference_run.path / "model.keras").is_file()  # nothing was touched
+
+
+def test_same_seed_same_losses_and_auc(reference_run, toy_file, tmp_path):
+    again = train(data=str(toy_file), out=tmp_path / "again", iterations=200, eval_every=100,
+                  checkpoint_every=100, seed=3, **SMALL)
+    assert again.metrics["generator_loss"] == reference_run.metrics["generator_loss"]
+    assert again.metrics["discriminator_loss"] == reference_run.metrics["discriminator_loss"]
+    assert [entry["auc"] for entry in again.metrics["evaluations"]] == \
+        [entry["auc"] for entry in reference_run.metrics["evaluations"]]
+
+
+_KILLED_RUN = """
+import sys, time, keras
+from muon_gan_nb.training import train
+
+class PauseAfterCheckpoint(keras.callbacks.Callback):
+    "After the first checkpoint, tell the test and wait to be killed."
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            open(sys.argv[3], "w").close()
+            time.sleep(120)
+
+train(data=sys.argv[1], out=sys.argv[2], iterations=200, eval_every=100, checkpoint_every=100, seed=3,
+      eval_size=400, progress=False, evaluation_options={"bootstrap": 0, "mmd_blocks": 2},
+      callbacks=[PauseAfterCheckpoint()])
+"""
+
+
+def test_resume_after_sigkill_matches_uninterrupted(reference_run, toy_file, tmp_path):
+    out, marker = tmp_path / "killed", tmp_path / "checkpointed"
+    process = subprocess.Popen([sys.executable, "-c", _KILLED_RUN, str(toy_file), str(out), str(marker)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert process.poll() is None, process.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "the training subprocess never reached its first checkpoint"
+            time.sleep(0.5)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert not (out / "model.keras").exists()
+    assert [path.name for path in list_checkpoints(out / "checkpoints")] == ["iteration-000000100"]
+    json.loads((out / "options.json").read_text())  # complete, not truncated
+
+    resumed = train(out=out, resume=True, iterations=200, progress=False)
+    assert resumed.metrics["iteration"] == reference_run.metrics["iteration"]
+    later = [index for index, iteration in enumerate(resumed.metrics["iteration"]) if iteration > 100]
+    assert later
+    for key in ("generator_loss", "discriminator_loss"):
+        np.testing.assert_allclose(np.array(resumed.metrics[key])[later],
+                                   np.array(reference_run.metrics[key])[later], rtol=1e-5)
+    np.testing.assert_allclose(resumed.metrics["evaluations"][-1]["auc"],
+                               reference_run.metrics["evaluations"][-1]["auc"], rtol=1e-6)
+    np.testing.assert_array_equal(load_run(out).generate(300).features, reference_run.generate(300).features)
+
+
+class _PoisonWeights(keras.callbacks.Callback):
+    "Set one generator weight to NaN after one fused group of steps, as a diverging run would."
+
+    def __init__(self, epoch: int, batch: int):
+        super().__init__()
+        self.poison_epoch, self.poison_batch, self._epoch = epoch, batch, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self._epoch, batch) == (self.poison_epoch, self.poison_batch):
+            kernel = self.model.generator.trainable_variables[0]
+            kernel.assign(np.full(kernel.shape, np.nan, np.float32))
+
+
+def test_nan_loss_stops_run(tmp_path):
+    out = tmp_path / "diverged"
+    with pytest.raises(TrainingDivergedError, match="iteration-000000050"):
+        train(data=toy_muons(2_000), out=out, iterations=200, eval_every=50, checkpoint_every=50,
+              steps_per_execution=25, callbacks=[_PoisonWeights(epoch=1, batch=24)], **SMALL)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "failed"
+    assert metrics["failure"]["iteration"] == 100
+    assert metrics["failure"]["last_checkpoint"].endswith("iteration-000000050")
+    assert not (out / "model.keras").exists()
+    assert [path.name for path in list_checkpoints(out / "checkpoints")] == ["iteration-000000050"]
+    assert [entry["iteration"] for entry in metrics["evaluations"]] == [50]
+
+
+def test_trained_beats_untrained(tmp_path):
+    sample = toy_muons(6_000, seed=5)
+    run = train(data=sample, out=tmp_path / "brief", iterations=300, eval_every=300, checkpoint_every=300,
+                seed=1, eval_size=1_000, progress=False, evaluation_options=FAST_EVALUATION)
+    untrained = TrainedRun(make_gan("vanilla", seed=1), run.scaler, run.options, {}, tmp_path)
+    _, heldout = sample.split(0.2, seed=1)
+    untrained_auc = evaluate_fidelity(heldout, untrained.generate(1_000), n=1_000, floor=False,
+                                      **FAST_EVALUATION).auc
+    trained_auc = evaluate_fidelity(heldout, run.generate(1_000), n=1_000, floor=False, **FAST_EVALUATION).auc
+    assert trained_auc < untrained_auc - 0.02, (trained_auc, untrained_auc)
+
+
+def test_generate_to_file_chunked(reference_run, tmp_path):
+    path = generate_to_file(reference_run, 25_001, tmp_path / "muons.npy", chunk_size=7_000, seed=2, progress=False)
+    written = load_muons(path)
+    assert len(written) == 25_001
+    np.testing.assert_array_equal(written.features, reference_run.generate(25_001, seed=2).features)
+    parquet = generate_to_file(reference_run, 1_234, tmp_path / "muons.parquet", chunk_size=500, progress=False)
+    assert len(load_muons(parquet)) == 1_234
+
+
+def test_shards_and_manifest(reference_run, tmp_path):
+    manifest_path = generate_shards(reference_run, 3_001, tmp_path / "shards", shards=2, seed=4, progress=False)
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["total"] == 3_001
+    assert sum(shard["count"] for shard in manifest["shards"]) == 3_001
+    assert len({shard["seed"] for shard in manifest["shards"]}) == 2
+    first, second = (load_muons(manifest_path.parent / shard["file"]) for shard in manifest["shards"])
+    assert len(first) + len(second) == 3_001
+    assert not np.array_equal(first.features[:100], second.features[:100])
+
+
+def test_load_run_errors(reference_run, tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_run(tmp_path / "missing")
+    incomplete = tmp_path / "incomplete"
+    incomplete.mkdir()
+    for name in ("model.keras", "options.json"):
+        (incomplete / name).write_bytes((reference_run.path / name).read_bytes())
+    with pytest.raises(FileNotFoundError, match="scaler.json"):
+        load_run(incomplete)
+
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("scaler.json", "options.json"):
+        (other / name).write_bytes((reference_run.path / name).read_bytes())
+    inputs = keras.Input((6,))
+    keras.Model(inputs, keras.layers.Dense(1)(inputs)).save(other / "model.keras")
+    with pytest.raises(InvalidInputError, match="another architecture"):
+        load_run(other)
+
+
+def test_stream_from_split_files(tmp_path):
+    sample = toy_muons(6_000, seed=7)
+    for index in range(3):
+        write_muons(sample.subset(slice(index * 2_000, (index + 1) * 2_000)), tmp_path / f"SPLIT_{index}.npy")
+    run = train(data=str(tmp_path / "SPLIT_*.npy"), stream=True, out=tmp_path / "streamed", iterations=100,
+                eval_every=50, checkpoint_every=50, **SMALL)
+    assert run.options["n_train"] + run.options["n_heldout"] == 6_000
+    assert run.metrics["status"] == "completed"
+    assert np.all(np.isfinite(run.metrics["generator_loss"]))
+    resumed = train(out=tmp_path / "streamed", resume=True, iterations=150, progress=False)
+    assert resumed.metrics["iteration"][-1] == 150
+
+
+_MIRRORED = """
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from muon_gan_nb.training import train
+losses = {}
+for strategy in (None, "mirrored"):
+    run = train(data=sys.argv[1], out=f"{sys.argv[2]}/{strategy}", iterations=150, eval_every=150,
+                checkpoint_every=150, eval_size=400, progress=False, strategy=strategy, steps_per_execution=1,
+                evaluation_options={"bootstrap": 0, "mmd_blocks": 2})
+    losses[str(strategy)] = {"discriminator": run.metrics["discriminator_loss"],
+                             "replicas": run.model.distribute_strategy.num_replicas_in_sync}
+print(json.dumps(losses))
+"""
+
+
+def test_mirrored_matches_single_device(toy_file, tmp_path):
+    result = subprocess.run([sys.executable, "-c", _MIRRORED, str(toy_file), str(tmp_path)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    losses = json.loads(result.stdout.strip().splitlines()[-1])
+    assert losses["mirrored"]["replicas"] == 2
+    assert losses["None"]["replicas"] == 1
+    single, mirrored = (np.array(losses[name]["discriminator"]) for name in ("None", "mirrored"))
+    assert single.shape == mirrored.shape
+    # Same trend: the discriminator loss falls in both, and ends within 15% of each other.
+    assert single[-1] < single[0] and mirrored[-1] < mirrored[0]
+    assert abs(mirrored[-1] - single[-1]) < 0.15 * single[-1]
