@@ -375,7 +375,7 @@ def check_notebook(path: str, html_folder: str, execute: bool, cell_timeout: int
     result.problems += lint_notebook(path)
     try:
         notebook = nbformat.read(path, as_version=4)
-        skip_flags = set(filter(None, get_config().get("tst_flags", "").split("|")))
+        skip_flags = set(filter(None, get_config().get("tst_flags", "").split()))
         fresh_ids = {cell.id for cell in notebook.cells if cell.cell_type == "code" and not _skipped(cell, skip_flags)
                      and _calls_plotting(cell.source)}
         if execute:

@@ -254,6 +254,7 @@ class ImportanceRefresh(keras.callbacks.Callback):
             raise InvalidInputError(f"real_scaled must be an (N, n_features) array of at least 4 muons, "
                                     f"got shape {real_scaled.shape}")
         self.real_scaled, self.every, self.n, self.seed = real_scaled, int(every), int(n), int(seed)
+        self.start_iteration = int(start_iteration)  # iteration at which this call of fit begins
         self.iteration = int(start_iteration)  # training iterations seen so far
         self.xgb_options = xgb_options
         self.history: list[dict] = []  # one entry per refresh, for metrics.json
@@ -269,9 +270,17 @@ class ImportanceRefresh(keras.callbacks.Callback):
             raise InvalidInputError(f"real_scaled has {self.real_scaled.shape[1]} features but the model generates "
                                     f"{self.model.n_features}")
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
     def on_train_batch_end(self, batch, logs=None):
-        self.iteration += 1
-        if self.iteration % self.every == 0:
+        # With steps_per_execution = K, Keras calls this once per K steps with `batch` the index of the
+        # last of them, so the iteration comes from the epoch and batch index, not from counting calls.
+        steps_per_epoch = (self.params or {}).get("steps") or 1
+        iteration = self.start_iteration + getattr(self, "_epoch", 0) * steps_per_epoch + batch + 1
+        crossed = iteration // self.every > self.iteration // self.every
+        self.iteration = iteration
+        if crossed:
             self.refresh()
 
     def _fit_confidence_classifier(self, real: np.ndarray, generated: np.ndarray, seed: int) -> np.ndarray:
