@@ -16,3 +16,9 @@ def cases_dir() -> Path:
     if not cases.is_dir():
         pytest.skip(f"shared input cases not found at {cases}: set MUON_GAN_SHARED to the shared folder")
     return cases
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "browser: end-to-end test in JupyterLab and headless Chromium "
+                                       "(deselect with -m 'not browser')")
+    config.addinivalue_line("markers", "slow: takes minutes on two cores (deselect with -m 'not slow')")
