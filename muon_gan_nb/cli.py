@@ -23,8 +23,8 @@ logger = logging.getLogger(__name__)
 # %% auto #0
 __all__ = ['logger', 'DEFAULT_ITERATIONS', 'DEFAULT_BATCH_SIZE', 'DEFAULT_EVAL_EVERY', 'DEFAULT_EVAL_SIZE',
            'DEFAULT_CHECKPOINT_EVERY', 'DEFAULT_CHUNK_SIZE', 'DEFAULT_SAMPLE_SIZE', 'MODELS', 'GUIDANCE_MODES',
-           'STRATEGIES', 'GENERATE_FORMATS', 'COMMANDS', 'UsageError', 'error_message', 'positive_count',
-           'non_negative_number', 'seed_value', 'build_parser', 'main']
+           'STRATEGIES', 'GENERATE_FORMATS', 'PROMPT_MODELS', 'TRANSFORM_NAMES', 'COMMANDS', 'UsageError',
+           'error_message', 'positive_count', 'non_negative_number', 'seed_value', 'build_parser', 'main']
 
 # %% ../nbs/07_cli.ipynb #c69d8627
 # NOTE: an estimate, to be replaced by the training module's measured step rate on 2 CPU cores
@@ -155,6 +155,10 @@ def _logging_options() -> argparse.ArgumentParser:
     return options
 
 # %% ../nbs/07_cli.ipynb #0c48bbfe
+PROMPT_MODELS = ("prompt", "prompt-wgan-gp")  # prompt-aware models of `train`, listed here to skip its import
+TRANSFORM_NAMES = ("polar", "sign-sqrt", "widening", "kde", "gaussian-filter")  # `features.TRANSFORMS` but "none"
+
+
 def _add_train_command(commands, parents: list[argparse.ArgumentParser]):
     "Register `muon-gan train` and its options."
     command = commands.add_parser(
@@ -163,9 +167,11 @@ def _add_train_command(commands, parents: list[argparse.ArgumentParser]):
         description="Train a GAN on muons, evaluate it every --eval-every iterations with an XGBoost "
                     "real-vs-generated classifier on held-out muons, and write the run folder: model, "
                     "scaler, metrics, plots and checkpoints.")
-    command.add_argument("--model", choices=MODELS, default="vanilla",
+    command.add_argument("--model", choices=MODELS + PROMPT_MODELS, default="vanilla",
                          help="GAN to train: vanilla (binary cross-entropy), wgan-gp (Wasserstein with "
-                              "gradient penalty) or guided (importance-score guidance)")
+                              "gradient penalty), guided (importance-score guidance), or prompt and "
+                              "prompt-wgan-gp (vanilla and WGAN-GP that also learn the prompt label, with "
+                              "prompt muons at x = y = 0 exactly)")
     command.add_argument("--guidance", choices=GUIDANCE_MODES, default=None,
                          help="guidance mode of --model guided: classifier importances steer the noise or the "
                               "discriminator's view of the features, or its confidence weights the muons "
@@ -173,6 +179,15 @@ def _add_train_command(commands, parents: list[argparse.ArgumentParser]):
     command.add_argument("--alpha", type=non_negative_number, default=None, metavar="ALPHA",
                          help="guidance strength of --model guided, dimensionless; 0 trains like vanilla "
                               "(default: the guided model's own default)")
+    command.add_argument("--refresh-every", type=positive_count, default=None, metavar="N",
+                         help="iterations between two refits of the importance classifier of --model guided "
+                              "(default: 50)")
+    command.add_argument("--refresh-size", type=positive_count, default=None, metavar="N",
+                         help="real and generated muons each in one importance refit of --model guided "
+                              "(default: 10000)")
+    command.add_argument("--transform", choices=TRANSFORM_NAMES, default=None, metavar="NAME",
+                         help=f"feature transform the GAN learns in, one of {', '.join(TRANSFORM_NAMES)}; "
+                              "generated muons are mapped back to cm and GeV/c (default: none)")
     command.add_argument("--iterations", type=positive_count, default=None, metavar="N",
                          help="training iterations (generator updates); with --resume, the new total "
                               f"(default: {DEFAULT_ITERATIONS}, or the run's own total with --resume)")
@@ -188,6 +203,9 @@ def _add_train_command(commands, parents: list[argparse.ArgumentParser]):
                               "into memory, for samples larger than memory")
     command.add_argument("--sample-size", type=positive_count, default=None, metavar="N",
                          help="train on a random subsample of N muons of --data (default: all muons)")
+    command.add_argument("--drop-invalid", action="store_true",
+                         help="drop the rows of --data with a PDG id other than ±13 or zero momentum, and "
+                              "log how many, instead of rejecting the file")
     command.add_argument("--out", metavar="DIR", default=None,
                          help="run folder to write (default: runs/MODEL-YYYYmmdd-HHMMSS)")
     command.add_argument("--eval-every", type=positive_count, default=DEFAULT_EVAL_EVERY, metavar="N",
@@ -322,21 +340,24 @@ def _check_run_folder(out: Path, force: bool, resume: bool):
 
 def _train_options(arguments: argparse.Namespace) -> dict:
     "The guided model's options given on the command line, checked against --model."
-    given = {option: value for option, value in (("--guidance", arguments.guidance), ("--alpha", arguments.alpha))
-             if value is not None}
+    names = {"--guidance": "mode", "--alpha": "alpha",  # keyword arguments of GuidedGAN
+             "--refresh-every": "refresh_every", "--refresh-size": "refresh_size"}  # and of training.train
+    given = {option: getattr(arguments, name) for option, name in
+             (("--guidance", "guidance"), ("--alpha", "alpha"), ("--refresh-every", "refresh_every"),
+              ("--refresh-size", "refresh_size"))
+             if getattr(arguments, name) is not None}
     if given and arguments.model != "guided":
         raise UsageError(f"{', '.join(given)} applies only to --model guided, not --model {arguments.model}: "
                          "add --model guided or drop the option")
-    names = {"--guidance": "mode", "--alpha": "alpha"}  # keyword arguments of GuidedGAN
     return {names[option]: value for option, value in given.items()}
 
 # %% ../nbs/07_cli.ipynb #11f1dd5d
-def _check_data(path: str | None, sample_size: int | None, seed: int, stream: bool):
+def _check_data(path: str | None, sample_size: int | None, seed: int, stream: bool, drop_invalid: bool = False):
     "Load --data once before TensorFlow starts, so that a broken file is reported at once."
     if path is None or stream:
         return  # the bundled sample is valid, and train() itself reads streamed files chunk by chunk
     from muon_gan_nb.data import load_muons
-    load_muons(path, n=sample_size, seed=seed)
+    load_muons(path, n=sample_size, seed=seed, drop_invalid=drop_invalid)
 
 
 def _stored_options(out: Path) -> dict:
@@ -368,7 +389,7 @@ def _train_arguments(arguments: argparse.Namespace) -> dict:
                 seed=arguments.seed, eval_every=arguments.eval_every, eval_size=arguments.eval_size,
                 checkpoint_every=arguments.checkpoint_every, weighted=arguments.weighted,
                 strategy=None if arguments.strategy == "none" else arguments.strategy, stream=arguments.stream,
-                **_train_options(arguments))
+                transform=arguments.transform, drop_invalid=arguments.drop_invalid, **_train_options(arguments))
 
 
 def _resume_arguments(out: Path, iterations: int | None) -> dict:
@@ -380,7 +401,10 @@ def _resume_arguments(out: Path, iterations: int | None) -> dict:
     if missing:
         raise InvalidInputError(f"{out / 'options.json'} lacks {', '.join(missing)}: the run cannot be resumed; "
                                 "train it again with --force")
-    return {**{name: stored[name] for name in names}, **stored["model_options"],
+    # Options added later; runs written before them lack these keys and trained without them.
+    later = {name: stored[name] for name in ("transform", "transform_options", "refresh_every", "refresh_size",
+                                             "drop_invalid") if name in stored}
+    return {**{name: stored[name] for name in names}, **later, **stored["model_options"],
             "iterations": iterations or stored["iterations"]}
 
 
@@ -403,7 +427,7 @@ def _run_train(arguments: argparse.Namespace) -> int:
         options = _resume_arguments(out, arguments.iterations)
     else:
         options = _train_arguments(arguments)
-        _check_data(arguments.data, arguments.sample_size, arguments.seed, arguments.stream)
+        _check_data(arguments.data, arguments.sample_size, arguments.seed, arguments.stream, arguments.drop_invalid)
 
     from muon_gan_nb.training import train
     run = train(out=out, resume=resume, force=arguments.force, **options)

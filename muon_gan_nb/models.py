@@ -466,7 +466,8 @@ class WGANGP(MuonGAN):
         return float(tf.reduce_mean(norms))
 
 # %% ../nbs/02_models.ipynb #e0c548b1
-_LAZY_MODELS = {"guided": "muon_gan_nb.guided"}  # model name -> module that registers it on import
+_LAZY_MODELS = {"guided": "muon_gan_nb.guided", "prompt": "muon_gan_nb.prompt",
+                "prompt-wgan-gp": "muon_gan_nb.prompt"}  # model name -> module that registers it on import
 
 
 def _model_option_names(cls: type) -> set[str]:
@@ -479,7 +480,7 @@ def _model_option_names(cls: type) -> set[str]:
     return names - {"self", "cls", "generator", "discriminator"}
 
 
-def make_gan(name: str,  # "vanilla", "wgan-gp" or "guided"
+def make_gan(name: str,  # "vanilla", "wgan-gp", "guided", "prompt" or "prompt-wgan-gp"
              **options,  # architecture (noise_dim, generator_hidden, ...), seed, and the model's own options
              ) -> MuonGAN:
     "Build a freshly initialised GAN chosen by name, with `MuonGAN.build`."

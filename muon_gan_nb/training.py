@@ -27,15 +27,17 @@ from tqdm.auto import tqdm
 
 from .data import (FEATURES, MUON_PDG, InvalidInputError, MuonSample, atomic_write,
                               load_default_sample, load_muons)
+from .features import (TRANSFORMS, FeatureTransform, load_transform, make_transform,
+                                  prepare_training_features, save_transform)
 from .preprocessing import MuonScaler
 
 logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['logger', 'GENERATION_BLOCK', 'CHECKPOINTS_KEPT', 'MODELS', 'STRATEGIES', 'package_versions', 'sample_batches',
-           'SplitScan', 'scan_split_files', 'stream_batches', 'save_checkpoint', 'list_checkpoints',
-           'restore_checkpoint', 'TrainingDivergedError', 'train', 'TrainedRun', 'load_run', 'generate_to_file',
-           'generate_shards']
+__all__ = ['logger', 'GENERATION_BLOCK', 'CHECKPOINTS_KEPT', 'MODELS', 'PROMPT_MODELS', 'STRATEGIES', 'REFRESH_EVERY',
+           'REFRESH_SIZE', 'package_versions', 'sample_batches', 'SplitScan', 'scan_split_files', 'stream_batches',
+           'save_checkpoint', 'list_checkpoints', 'restore_checkpoint', 'TrainingDivergedError', 'train', 'TrainedRun',
+           'load_run', 'generate_to_file', 'generate_shards']
 
 # %% ../nbs/06_training.ipynb #760c4835
 def _check_count(name: str, value, minimum: int = 1) -> int:
@@ -266,7 +268,7 @@ class _BlockGenerator:
     "Compiled generation of scaled muons, block by block, from stateless noise."
 
     def __init__(self, model, block: int = GENERATION_BLOCK):
-        self.block = block
+        self.block, self.model = block, model
         generator, noise_dim = model.generator, int(model.noise_dim)
         adjust_noise = getattr(model, "adjust_noise", lambda noise: noise)  # guided training's noise weighting
 
@@ -295,11 +297,25 @@ class _BlockGenerator:
 
 
 def _generate_sample(blocks: _BlockGenerator, scaler: MuonScaler, mu_plus_fraction: float, start: int,
-                     count: int, seed: int, source: str) -> MuonSample:
+                     count: int, seed: int, source: str, transform: FeatureTransform | None = None) -> MuonSample:
     "Rows [start, start + count) of the muon stream seeded by `seed`, in cm and GeV/c."
-    features = scaler.inverse_transform(blocks.features(start, count, seed))
-    return MuonSample(features, blocks.pdg(start, count, seed, mu_plus_fraction),
-                      np.ones(count, np.float32), source=source)
+    rows = blocks.features(start, count, seed)
+    rows_to_sample = getattr(blocks.model, "rows_to_sample", None)
+    if rows_to_sample is None:
+        features = scaler.inverse_transform(rows)
+        if transform is not None:
+            features = transform.inverse(features)
+        return MuonSample(features, blocks.pdg(start, count, seed, mu_plus_fraction),
+                          np.ones(count, np.float32), source=source)
+    # Prompt-aware GAN: its labels set the charges and put prompt muons at x = y = 0 exactly.
+    sample = rows_to_sample(rows, scaler, source)
+    if transform is None:
+        return sample
+    prompt = rows[:, len(FEATURES)] > 0
+    features = transform.inverse(sample.features)
+    features[prompt, FEATURES.index("x")] = 0.0
+    features[prompt, FEATURES.index("y")] = 0.0
+    return MuonSample(features, sample.pdg, sample.weight, source=source)
 
 
 def _derived_seed(*entropy: int) -> int:
@@ -461,9 +477,9 @@ class _Evaluator(keras.callbacks.Callback):
 
     def __init__(self, state: _RunState, blocks: _BlockGenerator, scaler: MuonScaler, heldout: MuonSample,
                  reference: MuonSample, mu_plus_fraction: float, eval_every: int, eval_size: int, seed: int,
-                 convergence: dict, evaluation_options: dict):
+                 convergence: dict, evaluation_options: dict, transform: FeatureTransform | None = None):
         super().__init__()
-        self.state, self.blocks, self.scaler = state, blocks, scaler
+        self.state, self.blocks, self.scaler, self.transform = state, blocks, scaler, transform
         self.heldout, self.reference, self.mu_plus_fraction = heldout, reference, mu_plus_fraction
         self.eval_every, self.eval_size, self.seed = eval_every, eval_size, seed
         self.convergence, self.evaluation_options = convergence, evaluation_options
@@ -473,7 +489,8 @@ class _Evaluator(keras.callbacks.Callback):
         "Evaluate the generator now and record the result under `iteration`."
         from muon_gan_nb.evaluation import evaluate_fidelity
         generated = _generate_sample(self.blocks, self.scaler, self.mu_plus_fraction, 0, self.eval_size,
-                                     _derived_seed(self.seed, iteration), f"generated at iteration {iteration}")
+                                     _derived_seed(self.seed, iteration), f"generated at iteration {iteration}",
+                                     self.transform)
         evaluations = self.state.metrics["evaluations"]
         floor_auc = evaluations[0]["floor_auc"] if evaluations else None
         options = {"bootstrap": 200 if final else 0, **self.evaluation_options}
@@ -521,10 +538,42 @@ class _Checkpointer(keras.callbacks.Callback):
         self.last = save_checkpoint(self.folder, self.model, state.iteration, self.extra_state())
         logger.info("run %s iteration %d: checkpoint %s", state.run_id, state.iteration, self.last)
 
+
+class _UntilDiverged(keras.callbacks.Callback):
+    "Pass Keras's calls on to `callback`, but skip its batch hook once a loss is non-finite."
+
+    def __init__(self, callback: keras.callbacks.Callback, state: _RunState):
+        super().__init__()
+        self.callback, self.state = callback, state
+
+    def set_model(self, model):
+        super().set_model(model)
+        self.callback.set_model(model)
+
+    def set_params(self, params):
+        super().set_params(params)
+        self.callback.set_params(params)
+
+    def on_train_begin(self, logs=None):
+        self.callback.on_train_begin(logs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.callback.on_epoch_begin(epoch, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        # A diverged generator makes NaN muons, which the importance classifier rejects; the run must end
+        # with TrainingDivergedError instead.
+        if self.state.failure is None:
+            self.callback.on_train_batch_end(batch, logs)
+
 # %% ../nbs/06_training.ipynb #bbbc5592
-MODELS = ("vanilla", "wgan-gp", "guided")  # model names that `train` accepts
+MODELS = ("vanilla", "wgan-gp", "guided", "prompt", "prompt-wgan-gp")  # model names that `train` accepts
+PROMPT_MODELS = ("prompt", "prompt-wgan-gp")  # models that learn a prompt label and a charge label too
 STRATEGIES = ("mirrored", "multi-worker")  # tf.distribute strategies by name; None trains on one device
-_RUN_FILES = ("options.json", "versions.json", "scaler.json", "model.keras", "metrics.json", "plots", "checkpoints")
+REFRESH_EVERY = 50  # guided runs: default iterations between two importance refreshes
+REFRESH_SIZE = 10_000  # guided runs: default muons of each class in one importance refresh
+_RUN_FILES = ("options.json", "versions.json", "scaler.json", "transform.json", "model.keras", "metrics.json",
+              "plots", "checkpoints")
 
 
 class TrainingDivergedError(RuntimeError):
@@ -584,6 +633,34 @@ def _describe_data(data) -> str | None:
     return str(data)
 
 
+def _data_source(options: dict, data) -> str:
+    "The data as error messages name it: its path, the in-memory sample's source, or the bundled sample."
+    if options["data"] is None:
+        return "the bundled sample"
+    return options["data"] if not isinstance(data, MuonSample) else data.source or "the in-memory MuonSample"
+
+
+def _transform_options(transform, transform_options: dict | None) -> tuple[str | None, dict]:
+    "The transform's registered name and constructor options, as options.json records them; checked."
+    if transform is None or transform == "none":
+        if transform_options:
+            raise InvalidInputError(f"transform_options={transform_options!r} were given without a transform: "
+                                    f"pass transform= one of {', '.join(TRANSFORMS)}")
+        return None, {}
+    if isinstance(transform, FeatureTransform):
+        if TRANSFORMS.get(transform.name) is not type(transform):
+            raise InvalidInputError(f"{type(transform).__name__} is not a registered feature transform, so a "
+                                    f"resumed or reloaded run could not rebuild it: use one of {', '.join(TRANSFORMS)}")
+        if transform_options:
+            raise InvalidInputError("transform_options apply to a transform given by name; this FeatureTransform "
+                                    "object already carries its options")
+        name, options = transform.name, transform.options()
+    else:
+        name, options = transform, dict(transform_options or {})
+    make_transform(name, **options)  # raises for an unknown name or invalid options
+    return name, _json_safe(options)
+
+
 def _fingerprint(sample: MuonSample) -> str:
     "A hash of the muons, so a resumed run can check it trains on the same data."
     import hashlib
@@ -605,34 +682,92 @@ def _merge_resumed_options(stored: dict, requested: dict) -> dict:
 @dataclass
 class _RunData:
     "Everything a run needs from its data."
-    scaler: MuonScaler
+    scaler: MuonScaler  # fitted on the (transformed) training muons
     heldout: MuonSample  # held-out real muons for the evaluations (all of them, or a streamed sample)
     reference: MuonSample  # training muons disjoint from `heldout`, for the floor
     mu_plus_fraction: float  # fraction of μ+ among the training muons
     n_train: int
     n_heldout: int
-    train: MuonSample | None = None  # the training muons in memory; None when streaming
+    train: MuonSample | None = None  # the training muons in memory, physical units; None when streaming
     scan: SplitScan | None = None  # what the scan of SPLIT files found, when streaming
     fingerprint: str | None = None  # hash of the in-memory sample
+    transform: FeatureTransform | None = None  # fitted feature transform; None trains on the features as they are
+    training_rows: np.ndarray | None = None  # rows the GAN trains on: scaled features (+ labels); None when streaming
+    real_scaled: np.ndarray | None = None  # scaled real training features for importance refreshes
+    model_options: dict = field(default_factory=dict)  # options of make_gan that come from the data
 
 
-def _load_run_data(options: dict, data, stored_scaler: MuonScaler | None) -> _RunData:
-    "Load, split and scale the run's muons as `options` says."
-    seed, fraction, size = options["seed"], options["heldout_fraction"], options["eval_size"]
-    if options["stream"]:
-        scan = scan_split_files(options["data"], fraction, seed, sample_size=size)
-        scaler = stored_scaler or MuonScaler(symmetric=options["symmetric_scaling"]).fit(
-            np.stack([scan.data_min, scan.data_max]))
-        return _RunData(scaler, scan.heldout, scan.reference, scan.mu_plus_fraction, scan.n_train,
-                        scan.n_heldout, scan=scan)
+def _load_sample(options: dict, data) -> MuonSample:
+    "The run's muons in memory: the given sample, the bundled one or the file, subsampled as asked."
     if isinstance(data, MuonSample):
         sample = data
     elif options["data"] is None:
         sample = load_default_sample()
     else:
-        sample = load_muons(options["data"])
+        sample = load_muons(options["data"], drop_invalid=options.get("drop_invalid", False))
     if options["sample_size"] is not None and options["sample_size"] < len(sample):
-        sample = sample.sample(options["sample_size"], seed)
+        sample = sample.sample(options["sample_size"], options["seed"])
+    return sample
+
+
+def _fit_scaler(options: dict, features: np.ndarray, source: str) -> MuonScaler:
+    "A MuonScaler fitted on `features`; a constant feature is reported with the data it came from."
+    try:
+        return MuonScaler(symmetric=options["symmetric_scaling"]).fit(features)
+    except InvalidInputError as error:
+        raise InvalidInputError(f"The training muons in {source} cannot be scaled: {error}") from error
+
+
+def _prepare_features(options: dict, train_sample: MuonSample, stored_scaler: MuonScaler | None,
+                      stored_transform: FeatureTransform | None, source: str):
+    "Fit (or reuse) the transform and the scaler on the training muons; returns (transform, scaler, scaled)."
+    transform = stored_transform
+    if transform is None and options.get("transform") is not None:
+        transform = make_transform(options["transform"], **options.get("transform_options", {}))
+        try:
+            if stored_scaler is None:
+                scaled, scaler = prepare_training_features(transform, train_sample, options["symmetric_scaling"])
+                return transform, scaler, scaled
+            transform.fit(train_sample.features)
+        except InvalidInputError as error:
+            raise InvalidInputError(f"The training muons in {source} cannot be prepared with the "
+                                    f"{options['transform']!r} transform: {error}") from error
+    features = train_sample.features if transform is None else transform.forward(train_sample.features)
+    scaler = stored_scaler or _fit_scaler(options, features, source)
+    return transform, scaler, scaler.transform(features)
+
+
+def _prompt_inputs(train_sample: MuonSample, scaled: np.ndarray, scaler: MuonScaler,
+                   transform: FeatureTransform | None) -> tuple[np.ndarray, dict]:
+    "Training rows (scaled features, then the labels) and the data's options for a prompt-aware GAN."
+    from muon_gan_nb import prompt
+    origin = np.zeros((1, len(FEATURES)), np.float32)
+    if transform is not None:
+        origin = transform.forward(origin)
+        if np.any(origin[0, [FEATURES.index("x"), FEATURES.index("y")]] != 0):
+            raise InvalidInputError(f"The {transform.name!r} transform moves x = y = 0 away from the origin, so "
+                                    "prompt muons would have no fixed place: train prompt-aware models without it, "
+                                    "or with polar, sign-sqrt or widening")
+    if transform is None:
+        return prompt.training_rows(train_sample, scaler), prompt.prompt_model_options(train_sample, scaler)
+    # The same rows and options, with the features scaled after the transform.
+    rows = np.concatenate([scaled, prompt.label_columns(train_sample)], axis=1)
+    scaled_origin = scaler.transform(origin)[0]
+    prompt_xy = (float(scaled_origin[FEATURES.index("x")]), float(scaled_origin[FEATURES.index("y")]))
+    return rows, {**prompt.label_fractions(train_sample), "prompt_xy": prompt_xy}
+
+
+def _load_run_data(options: dict, data, stored_scaler: MuonScaler | None,
+                   stored_transform: FeatureTransform | None = None) -> _RunData:
+    "Load, split, transform and scale the run's muons as `options` says."
+    seed, fraction, size = options["seed"], options["heldout_fraction"], options["eval_size"]
+    source = _data_source(options, data)
+    if options["stream"]:
+        scan = scan_split_files(options["data"], fraction, seed, sample_size=size)
+        scaler = stored_scaler or _fit_scaler(options, np.stack([scan.data_min, scan.data_max]), source)
+        return _RunData(scaler, scan.heldout, scan.reference, scan.mu_plus_fraction, scan.n_train,
+                        scan.n_heldout, scan=scan, real_scaled=scaler.transform(scan.reference.features))
+    sample = _load_sample(options, data)
     fingerprint = _fingerprint(sample)
     if options.get("data_fingerprint") not in (None, fingerprint):
         raise InvalidInputError(f"The muons given for resuming differ from those the run in {options['out']} was "
@@ -642,11 +777,15 @@ def _load_run_data(options: dict, data, stored_scaler: MuonScaler | None) -> _Ru
     except ValueError as error:
         raise InvalidInputError(f"Cannot split {len(sample)} muons with heldout_fraction={fraction}: {error}") \
             from error
-    scaler = stored_scaler or MuonScaler(symmetric=options["symmetric_scaling"]).fit(train_sample.features)
+    transform, scaler, scaled = _prepare_features(options, train_sample, stored_scaler, stored_transform, source)
+    rows, model_options = scaled, {}
+    if options["model"] in PROMPT_MODELS:
+        rows, model_options = _prompt_inputs(train_sample, scaled, scaler, transform)
     reference = train_sample.sample(min(size, len(train_sample)), seed=_derived_seed(seed, 1))
     mu_plus = float(np.mean(train_sample.pdg == -MUON_PDG))
     return _RunData(scaler, heldout, reference, mu_plus, len(train_sample), len(heldout), train=train_sample,
-                    fingerprint=fingerprint)
+                    fingerprint=fingerprint, transform=transform, training_rows=rows, real_scaled=scaled,
+                    model_options=model_options)
 
 
 def _real_batches(options: dict, run_data: _RunData, rows: int, start: int) -> tf.data.Dataset:
@@ -655,15 +794,16 @@ def _real_batches(options: dict, run_data: _RunData, rows: int, start: int) -> t
         return stream_batches(run_data.scan.files, run_data.scaler, rows, options["seed"],
                               options["heldout_fraction"], start, options["weighted"])
     weights = run_data.train.weight if options["weighted"] else None
-    return sample_batches(run_data.scaler.transform(run_data.train.features), rows, options["seed"], start,
-                          weights)
+    return sample_batches(run_data.training_rows, rows, options["seed"], start, weights)
 
 
-def _build_gan(options: dict, strategy: tf.distribute.Strategy, steps_per_execution: int):
+def _build_gan(options: dict, strategy: tf.distribute.Strategy, steps_per_execution: int,
+               data_options: dict | None = None):
     "Make and compile the GAN inside the strategy's scope, with its optimisers built."
     from muon_gan_nb.models import make_gan
     with strategy.scope():
-        gan = make_gan(options["model"], **{"seed": options["seed"], **options["model_options"]})
+        options_of_gan = {"seed": options["seed"], **options["model_options"], **(data_options or {})}
+        gan = make_gan(options["model"], **options_of_gan)
         rate = options["learning_rate"]
         gan.compile(generator_optimizer=keras.optimizers.Adam(rate, beta_1=0.5, beta_2=0.9),
                     discriminator_optimizer=keras.optimizers.Adam(rate, beta_1=0.5, beta_2=0.9),
@@ -673,7 +813,36 @@ def _build_gan(options: dict, strategy: tf.distribute.Strategy, steps_per_execut
     return gan
 
 # %% ../nbs/06_training.ipynb #b64fa1d5
-def train(model: str = "vanilla",  # "vanilla", "wgan-gp" or "guided"
+def _extra_options(model: str, stream: bool, transform, transform_options: dict | None, refresh_every: int | None,
+                   refresh_size: int | None, drop_invalid: bool) -> dict:
+    "Check the options of transforms, prompt-aware models and importance refreshes; returns them for options.json."
+    name, options = _transform_options(transform, transform_options)
+    if model != "guided" and (refresh_every is not None or refresh_size is not None):
+        raise InvalidInputError(f"refresh_every and refresh_size apply to model 'guided' only, not {model!r}: "
+                                "drop them or train model='guided'")
+    if model == "guided":
+        refresh_every = _check_count("refresh_every", REFRESH_EVERY if refresh_every is None else refresh_every)
+        refresh_size = _check_count("refresh_size", REFRESH_SIZE if refresh_size is None else refresh_size, minimum=2)
+    if model in PROMPT_MODELS and name is not None and not TRANSFORMS[name].invertible:
+        invertible = [key for key, cls in TRANSFORMS.items() if cls.invertible and key != "none"]
+        raise InvalidInputError(f"The {name!r} transform has no exact inverse, so prompt muons would not stay at "
+                                f"x = y = 0: train {model!r} without a transform or with one of {', '.join(invertible)}")
+    if stream:
+        for unsupported, what in ((name is not None, f"transform={name!r}"),
+                                  (model in PROMPT_MODELS, f"model={model!r}"), (drop_invalid, "drop_invalid=True")):
+            if unsupported:
+                raise InvalidInputError(f"stream=True does not support {what}: streamed batches are scaled SHiP rows "
+                                        "only; load the muons into memory (stream=False, with sample_size= if they "
+                                        "do not fit) or drop the option")
+    return {"transform": name, "transform_options": options, "refresh_every": refresh_every,
+            "refresh_size": refresh_size, "drop_invalid": bool(drop_invalid)}
+
+
+_EXTRA_DEFAULTS = {"transform": None, "transform_options": {}, "refresh_every": None, "refresh_size": None,
+                   "drop_invalid": False}  # what runs that predate these options trained with
+
+
+def train(model: str = "vanilla",  # "vanilla", "wgan-gp", "guided", "prompt" or "prompt-wgan-gp"
           data: MuonSample | str | Path | None = None,  # muons, a file or SPLIT glob; None: the bundled sample
           out: str | Path = "runs/run",  # run folder
           iterations: int = 5_000,  # total training iterations (generator updates), counting resumed ones
@@ -696,7 +865,12 @@ def train(model: str = "vanilla",  # "vanilla", "wgan-gp" or "guided"
           symmetric_scaling: bool = False,  # symmetric ranges for x/y and px/py in the scaler
           evaluation_options: dict | None = None,  # extra keyword arguments of evaluate_fidelity
           progress: bool = True,  # show a progress bar
-          **model_options,  # options of make_gan (layer widths, noise_dim, guidance, alpha, ...)
+          transform: str | FeatureTransform | None = None,  # feature transform by name (features.TRANSFORMS) or object
+          transform_options: dict | None = None,  # constructor options of a transform given by name
+          refresh_every: int | None = None,  # guided: iterations between importance refreshes (default 50)
+          refresh_size: int | None = None,  # guided: muons of each class per importance refresh (default 10,000)
+          drop_invalid: bool = False,  # drop (and count) rows of the data file with a bad PDG id or zero momentum
+          **model_options,  # options of make_gan (layer widths, noise_dim, guided mode and alpha, ...)
           ) -> TrainedRun:
     "Train a GAN on muons into the run folder `out`, with evaluations, checkpoints and resume; returns the run."
     out = Path(out)
@@ -712,6 +886,8 @@ def train(model: str = "vanilla",  # "vanilla", "wgan-gp" or "guided"
                  "evaluation_options": dict(evaluation_options or {}), "model_options": model_options}
     if model not in MODELS:
         raise InvalidInputError(f"Unknown model {model!r}: use one of {', '.join(MODELS)}")
+    requested.update(_extra_options(model, bool(stream), transform, transform_options, refresh_every, refresh_size,
+                                    drop_invalid))
     if not (isinstance(heldout_fraction, (int, float)) and 0 < heldout_fraction < 1):
         raise InvalidInputError(f"heldout_fraction must lie strictly between 0 and 1, got {heldout_fraction!r}")
     if not (isinstance(learning_rate, (int, float)) and learning_rate > 0):
@@ -724,13 +900,16 @@ def train(model: str = "vanilla",  # "vanilla", "wgan-gp" or "guided"
         _make_strategy(strategy)  # raises with the list of strategies
     _prepare_run_folder(out, resume, force)
 
-    checkpoint, stored_scaler = None, None
+    checkpoint, stored_scaler, stored_transform = None, None, None
     if resume:
-        options = _merge_resumed_options(_read_json(out / "options.json", "options"), requested)
+        options = _merge_resumed_options({**_EXTRA_DEFAULTS, **_read_json(out / "options.json", "options")},
+                                         requested)
         checkpoints = list_checkpoints(out / "checkpoints")
         checkpoint = checkpoints[-1] if checkpoints else None
         if (out / "scaler.json").is_file():
             stored_scaler = MuonScaler.load(out / "scaler.json")
+        if (out / "transform.json").is_file():
+            stored_transform = load_transform(out / "transform.json")
         if options["data"] is not None and requested["data"] is None and options["data"] == "in-memory MuonSample":
             raise InvalidInputError(f"The run in {out} was trained on an in-memory MuonSample: pass the same muons "
                                     "as data to resume it")
@@ -739,9 +918,10 @@ def train(model: str = "vanilla",  # "vanilla", "wgan-gp" or "guided"
     run_id = options["run_id"]
 
     keras.utils.set_random_seed(options["seed"])
-    run_data = _load_run_data(options, data, stored_scaler)
+    run_data = _load_run_data(options, data, stored_scaler, stored_transform)
     options.update(n_train=run_data.n_train, n_heldout=run_data.n_heldout,
-                   mu_plus_fraction=run_data.mu_plus_fraction, data_fingerprint=run_data.fingerprint)
+                   mu_plus_fraction=run_data.mu_plus_fraction, data_fingerprint=run_data.fingerprint,
+                   data_model_options=run_data.model_options)
 
     start, metrics, state_extra = 0, None, {}
     if checkpoint is not None:
@@ -749,6 +929,8 @@ def train(model: str = "vanilla",  # "vanilla", "wgan-gp" or "guided"
     target = max(options["iterations"], start)
     epoch_length = math.gcd(math.gcd(options["eval_every"], options["checkpoint_every"]), math.gcd(start, target))
     steps = math.gcd(options["steps_per_execution"], epoch_length)
+    if options["model"] == "guided":  # every refresh must fall on the last of a group of fused steps
+        steps = math.gcd(steps, options["refresh_every"])
     distribution = _make_strategy(options["strategy"] if isinstance(strategy, str) or strategy is None else strategy)
     if distribution.num_replicas_in_sync > 1 and steps > 1:
         # NOTE: with TF 2.21 and Keras 3.15, fusing steps over a distributed dataset fails inside Keras's
@@ -756,7 +938,7 @@ def train(model: str = "vanilla",  # "vanilla", "wgan-gp" or "guided"
         logger.warning("run %s: %d replicas; using steps_per_execution=1 instead of %d", options["run_id"],
                        distribution.num_replicas_in_sync, steps)
         steps = 1
-    gan = _build_gan(options, distribution, steps)
+    gan = _build_gan(options, distribution, steps, run_data.model_options)
     if checkpoint is not None:
         state_extra = restore_checkpoint(checkpoint, gan)
         metrics = state_extra["metrics"]
@@ -778,12 +960,14 @@ def train(model: str = "vanilla",  # "vanilla", "wgan-gp" or "guided"
     _write_json(out / "options.json", options)
     _write_json(out / "versions.json", package_versions())
     run_data.scaler.save(out / "scaler.json")
+    if run_data.transform is not None:
+        save_transform(run_data.transform, out / "transform.json")
 
     state = _RunState(run_id, start, target, epoch_length, metrics)
     blocks = _BlockGenerator(gan)
     evaluator = _Evaluator(state, blocks, run_data.scaler, run_data.heldout, run_data.reference,
                            run_data.mu_plus_fraction, options["eval_every"], options["eval_size"], options["seed"],
-                           convergence, options["evaluation_options"])
+                           convergence, options["evaluation_options"], run_data.transform)
     seconds_before, started = float(metrics["seconds"]), time.perf_counter()
 
     def checkpoint_state() -> dict:
@@ -792,6 +976,8 @@ def train(model: str = "vanilla",  # "vanilla", "wgan-gp" or "guided"
 
     checkpointer = _Checkpointer(state, out / "checkpoints", options["checkpoint_every"], checkpoint_state)
     run_callbacks = [_LossLog(state, progress), evaluator, checkpointer, *callbacks]
+    if options["model"] == "guided":
+        run_callbacks.insert(1, _UntilDiverged(_importance_refresh(options, run_data, start, metrics), state))
     if target > start:
         rows = options["batch_size"] * int(getattr(gan, "real_batches_per_step", 1))
         logger.info("run %s: training %s from iteration %d to %d (%d per epoch, %d fused per graph call, "
@@ -825,7 +1011,19 @@ def train(model: str = "vanilla",  # "vanilla", "wgan-gp" or "guided"
     _write_json(out / "metrics.json", metrics)
     logger.info("run %s: %s at iteration %d in %.1f s; results in %s", run_id, metrics["status"],
                 state.iteration, seconds, out)
-    return TrainedRun(gan, run_data.scaler, options, metrics, out)
+    return TrainedRun(gan, run_data.scaler, options, metrics, out, run_data.transform)
+
+
+def _importance_refresh(options: dict, run_data: _RunData, start: int, metrics: dict):
+    "The guided run's ImportanceRefresh, writing its history into (and continuing) metrics['importance_refreshes']."
+    from muon_gan_nb.guided import ImportanceRefresh
+
+    # Refresh seeds are this base plus the iteration; three integers keep it apart from the evaluation seeds.
+    seed = _derived_seed(options["seed"], 2, 1) % 2**30
+    refresh = ImportanceRefresh(run_data.real_scaled, every=options["refresh_every"], n=options["refresh_size"],
+                                seed=seed, start_iteration=start)
+    refresh.history = metrics["importance_refreshes"]  # the same list: checkpoints store the refreshes so far
+    return refresh
 
 
 def _record_progress(metrics: dict, convergence: dict, seconds: float, iteration: int):
@@ -862,10 +1060,11 @@ def _save_plots(last: tuple, folder: Path):
 class TrainedRun:
     "A trained GAN with its scaler, options and metrics, as stored in a run folder."
     model: keras.Model  # the GAN (MuonGAN); `model.generator` makes scaled muons
-    scaler: MuonScaler  # maps the generator's output back to cm and GeV/c
+    scaler: MuonScaler  # maps the generator's output back to physical (or transformed) units
     options: dict  # what options.json holds
     metrics: dict  # what metrics.json holds
     path: Path  # the run folder
+    transform: FeatureTransform | None = None  # the feature transform the GAN learned in; None: physical features
     _blocks: _BlockGenerator | None = field(default=None, repr=False)
 
     def _generator_blocks(self) -> _BlockGenerator:
@@ -879,12 +1078,12 @@ class TrainedRun:
                        ) -> MuonSample:
         "Rows [start, start + count) of the muon stream seeded by `seed`, in cm and GeV/c."
         return _generate_sample(self._generator_blocks(), self.scaler, self.options.get("mu_plus_fraction", 0.5),
-                                start, count, seed, f"generated by {self.path} (seed {seed})")
+                                start, count, seed, f"generated by {self.path} (seed {seed})", self.transform)
 
     def generate(self, n: int,  # number of muons
                  seed: int = 0,  # seed of the noise and the charges
                  ) -> MuonSample:
-        "Generate `n` muons in cm and GeV/c; PDG ids follow the training sample's μ+ fraction, weights are 1."
+        "Generate `n` muons in cm and GeV/c, weights 1; PDG ids from the μ+ fraction, or prompt-aware models' labels."
         return self.generate_range(0, _check_count("n", n), _check_count("seed", seed, minimum=0))
 
     def heldout(self) -> MuonSample:
@@ -893,20 +1092,18 @@ class TrainedRun:
         if options.get("data") == "in-memory MuonSample":
             raise InvalidInputError(f"The run in {self.path} was trained on an in-memory sample, so its held-out "
                                     "muons cannot be reloaded: pass real muons explicitly")
-        return _load_run_data({**options, "eval_size": options["eval_size"]}, None, self.scaler).heldout
+        return _load_run_data({**_EXTRA_DEFAULTS, **options}, None, self.scaler, self.transform).heldout
 
 
 def load_run(path: str | Path,  # run folder written by `train`
              ) -> TrainedRun:
-    "Read a finished run folder: the GAN (safe mode), scaler, options and metrics."
+    "Read a finished run folder: the GAN (safe mode), scaler, feature transform, options and metrics."
+    import importlib
     import zipfile
 
-    import muon_gan_nb.models  # registers the GAN classes for deserialisation
-    from muon_gan_nb.models import MuonGAN
-    try:
-        import muon_gan_nb.guided  # noqa: F401  registers GuidedGAN
-    except ImportError:
-        pass
+    from muon_gan_nb.models import _LAZY_MODELS, MuonGAN
+    for module in sorted(set(_LAZY_MODELS.values())):  # register GuidedGAN and the prompt-aware GANs
+        importlib.import_module(module)
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"Run folder {path} not found: pass a folder written by train or `muon-gan train`")
@@ -925,12 +1122,19 @@ def load_run(path: str | Path,  # run folder written by `train`
                                 "(VanillaGAN, WGANGP or GuidedGAN): it comes from another architecture")
     scaler = MuonScaler.load(path / "scaler.json")
     outputs = gan.generator.output_shape[-1]
-    if outputs != len(FEATURES):
-        raise InvalidInputError(f"{path / 'model.keras'}: the generator makes {outputs} features, the scaler "
-                                f"expects {len(FEATURES)} ({', '.join(FEATURES)})")
+    expected = len(FEATURES) + (2 if hasattr(gan, "rows_to_sample") else 0)  # prompt-aware: two labels more
+    if outputs != expected:
+        raise InvalidInputError(f"{path / 'model.keras'}: the generator of this {type(gan).__name__} makes "
+                                f"{outputs} columns, but {expected} are expected ({', '.join(FEATURES)}"
+                                f"{', prompt label, charge label' if expected > len(FEATURES) else ''})")
+    transform = load_transform(path / "transform.json") if (path / "transform.json").is_file() else None
     options = _read_json(path / "options.json", "options")
+    if options.get("transform") is not None and transform is None:
+        raise FileNotFoundError(f"{path / 'transform.json'} not found: the run was trained with the "
+                                f"{options['transform']!r} transform and cannot map its muons back to cm and GeV/c "
+                                "without it; train the run again")
     metrics = _read_json(path / "metrics.json", "metrics") if (path / "metrics.json").is_file() else {}
-    return TrainedRun(gan, scaler, options, metrics, path)
+    return TrainedRun(gan, scaler, options, metrics, path, transform)
 
 # %% ../nbs/06_training.ipynb #7e10ae4b
 def generate_to_file(run: TrainedRun,  # a trained run

@@ -148,13 +148,7 @@ def test_missing_paths_exit_2(tmp_path):
 
 # --- the shared input cases -------------------------------------------------------------------------
 
-# NOTE: train() reports a constant feature with the scaler's message, which names the feature but not
-# the data file. This case passes once training adds the file name to that message.
-CONSTANT_FEATURE_GAP = pytest.mark.xfail(strict=True, reason="the zero-range error from train() omits the file name")
-
-
-@pytest.mark.parametrize("name", [pytest.param(name, marks=CONSTANT_FEATURE_GAP) if name == "constant_feature.npy"
-                                  else name for name in sorted(BROKEN_CASES)])
+@pytest.mark.parametrize("name", sorted(BROKEN_CASES))
 def test_train_rejects_broken_case(name, cases_dir, tmp_path):
     out = tmp_path / "run"
     process = run_cli("train", "--data", cases_dir / name, "--out", out, *TINY_TRAINING)

@@ -269,3 +269,175 @@ def test_mirrored_matches_single_device(toy_file, tmp_path):
     # Same trend: the discriminator loss falls in both, and ends within 15% of each other.
     assert single[-1] < single[0] and mirrored[-1] < mirrored[0]
     assert abs(mirrored[-1] - single[-1]) < 0.15 * single[-1]
+
+
+# --- guided refreshes, feature transforms, prompt-aware models ------------------------------------
+
+TINY_NETWORKS = dict(noise_dim=8, generator_hidden=(16, 16), discriminator_hidden=(16, 16))
+
+
+def test_guided_refreshes_checkpoint_and_resume(toy_file, tmp_path):
+    out = tmp_path / "guided"
+    options = dict(data=str(toy_file), out=out, eval_every=40, checkpoint_every=40, refresh_every=20,
+                   refresh_size=400, steps_per_execution=10, seed=2, **SMALL, **TINY_NETWORKS)
+    run = train("guided", iterations=80, mode="features", alpha=2.0, **options)
+    metrics = json.loads((out / "metrics.json").read_text())
+    refreshes = metrics["importance_refreshes"]
+    assert [entry["iteration"] for entry in refreshes] == [20, 40, 60, 80]
+    for entry in refreshes:
+        assert len(entry["weights"]) == 6
+        np.testing.assert_allclose(sum(entry["weights"]), 1.0, rtol=1e-5)
+    assert refreshes[0]["weights"] != refreshes[-1]["weights"]  # W follows the generator as it trains
+    np.testing.assert_allclose(run.model.importances.numpy(), refreshes[-1]["weights"], rtol=1e-6)
+    assert run.model.mode == "features"
+    assert run.model.alpha == 2.0
+    assert run.options["refresh_every"] == 20
+    assert run.options["refresh_size"] == 400
+
+    # W is a model variable: the checkpoint at 80 and model.keras both hold the last refresh's weights.
+    checkpoint = list_checkpoints(out / "checkpoints")[-1]
+    layout = json.loads((checkpoint / "state.json").read_text())["variables"]["model"]
+    index = next(index for index, (path, _) in enumerate(layout) if path.endswith("importances"))
+    with np.load(checkpoint / "variables.npz", allow_pickle=False) as archive:
+        np.testing.assert_allclose(archive[f"model.{index}"], refreshes[-1]["weights"], rtol=1e-6)
+    np.testing.assert_allclose(load_run(out).model.importances.numpy(), refreshes[-1]["weights"], rtol=1e-6)
+
+    resumed = train(out=out, resume=True, iterations=120, progress=False)
+    history = resumed.metrics["importance_refreshes"]
+    assert [entry["iteration"] for entry in history] == [20, 40, 60, 80, 100, 120]
+    assert history[:4] == refreshes
+    saved = json.loads((out / "metrics.json").read_text())["importance_refreshes"]
+    assert [entry["iteration"] for entry in saved] == [20, 40, 60, 80, 100, 120]
+
+
+def test_refresh_options_only_for_guided(tmp_path):
+    with pytest.raises(InvalidInputError, match="refresh_every and refresh_size apply to model 'guided'"):
+        train("vanilla", data=toy_muons(500), out=tmp_path / "run", refresh_every=10, **SMALL)
+    with pytest.raises(InvalidInputError, match="refresh_size must be an integer >= 2"):
+        train("guided", data=toy_muons(500), out=tmp_path / "run", refresh_size=1, **SMALL)
+
+
+@pytest.mark.parametrize("transform, model", [("polar", "vanilla"), ("sign-sqrt", "prompt")])
+def test_transform_run_generates_physical_muons(transform, model, toy_file, tmp_path):
+    from muon_gan_nb.features import load_transform
+    out = tmp_path / transform
+    run = train(model, data=str(toy_file), out=out, iterations=100, eval_every=100, checkpoint_every=100,
+                transform=transform, seed=4, **SMALL, **TINY_NETWORKS)
+    assert load_transform(out / "transform.json").name == transform
+    assert json.loads((out / "options.json").read_text())["transform"] == transform
+
+    real = load_muons(toy_file)
+    generated = run.generate(2_000, seed=1)
+    x, z = generated.column("x"), generated.column("z")
+    # Physical units: z inside the data's range in cm (the generator's tanh output cannot leave it),
+    # and x = r cos θ takes both signs, unlike the radius the polar GAN learned.
+    assert z.min() >= real.column("z").min() - 1e-3
+    assert z.max() <= real.column("z").max() + 1e-3
+    assert (x < 0).any()
+    assert (x > 0).any()
+    assert np.abs(x).max() <= np.hypot(real.column("x"), real.column("y")).max() * 1.001 + 1e-3
+    transformed = run.transform.forward(generated.features)
+    assert not np.allclose(transformed[:, 0], x)
+    scaled = run.scaler.transform(transformed)
+    assert scaled.min() >= -1.001
+    assert scaled.max() <= 1.001
+    if model == "prompt":  # sign·√ keeps 0 at 0, so prompt muons stay exactly at the origin
+        assert 0.45 < generated.prompt.mean() < 0.67
+
+    # Judged in physical units: the recorded AUC is that of the physical muons against the held-out ones.
+    final = run.metrics["evaluations"][-1]
+    assert final["iteration"] == 100
+    again = evaluate_fidelity(run.heldout(), run.generate_range(0, 400, _evaluation_seed(run, 100)), n=400,
+                              seed=4, floor=False, **FAST_EVALUATION)
+    np.testing.assert_allclose(again.auc, final["auc"], rtol=1e-6)
+
+    loaded = load_run(out)
+    assert loaded.transform.to_dict() == run.transform.to_dict()
+    np.testing.assert_array_equal(loaded.generate(500, seed=3).features, run.generate(500, seed=3).features)
+
+
+def _evaluation_seed(run: TrainedRun, iteration: int) -> int:
+    "The noise seed of the run's evaluation at `iteration`."
+    from muon_gan_nb.training import _derived_seed
+    return _derived_seed(run.options["seed"], iteration)
+
+
+def test_prompt_aware_run(toy_file, tmp_path):
+    out = tmp_path / "prompt"
+    run = train("prompt-wgan-gp", data=str(toy_file), out=out, iterations=60, eval_every=60, checkpoint_every=60,
+                seed=5, **SMALL, **TINY_NETWORKS)
+    real = load_muons(toy_file)
+    assert run.options["data_model_options"]["prompt_fraction"] == pytest.approx(real.prompt.mean(), abs=0.02)
+    generated = run.generate(4_000, seed=2)
+    assert generated.features.shape == (4_000, 6)
+    assert abs(generated.prompt.mean() - real.prompt.mean()) < 0.03
+    rows = run.model.generate_scaled(1_000, seed=2)
+    prompt_rows = rows[:, 6] > 0
+    from_rows = run.model.rows_to_sample(rows, run.scaler)
+    np.testing.assert_array_equal(from_rows.features[prompt_rows][:, :2], 0.0)
+    assert np.all((from_rows.features[~prompt_rows][:, :2] != 0).any(axis=1))
+    assert set(np.unique(generated.pdg)) == {-13, 13}
+    assert run.metrics["status"] == "completed"
+    assert run.metrics["evaluations"]
+
+    loaded = load_run(out)
+    assert type(loaded.model).__name__ == "PromptAwareWGANGP"
+    np.testing.assert_array_equal(loaded.generate(1_000, seed=6).features, run.generate(1_000, seed=6).features)
+    np.testing.assert_array_equal(loaded.generate(1_000, seed=6).pdg, run.generate(1_000, seed=6).pdg)
+
+
+def test_stream_rejects_transform_and_prompt(tmp_path):
+    write_muons(toy_muons(1_000), tmp_path / "SPLIT_0.npy")
+    pattern = str(tmp_path / "SPLIT_*.npy")
+    with pytest.raises(InvalidInputError, match="stream=True does not support transform='polar'"):
+        train(data=pattern, stream=True, out=tmp_path / "a", transform="polar", **SMALL)
+    with pytest.raises(InvalidInputError, match="stream=True does not support model='prompt'"):
+        train("prompt", data=pattern, stream=True, out=tmp_path / "b", **SMALL)
+    with pytest.raises(InvalidInputError, match="Unknown feature transform 'cubic'"):
+        train(data=toy_muons(500), out=tmp_path / "c", transform="cubic", **SMALL)
+    with pytest.raises(InvalidInputError, match="'kde' transform has no exact inverse"):
+        train("prompt", data=toy_muons(500), out=tmp_path / "d", transform="kde", **SMALL)
+
+
+def test_constant_feature_names_file(cases_dir, tmp_path):
+    path = cases_dir / "constant_feature.npy"
+    with pytest.raises(InvalidInputError, match="constant_feature.npy") as error:
+        train(data=str(path), out=tmp_path / "run", iterations=2, eval_every=1, **SMALL)
+    assert "'z'" in str(error.value)
+    assert str(path) in str(error.value)
+
+
+def test_drop_invalid_trains_on_good_rows(cases_dir, tmp_path):
+    path = str(cases_dir / "bad_pdg.npy")
+    with pytest.raises(InvalidInputError, match="211"):
+        train(data=path, out=tmp_path / "strict", iterations=10, **SMALL)
+    run = train(data=path, out=tmp_path / "dropped", iterations=10, eval_every=10, checkpoint_every=10,
+                drop_invalid=True, **SMALL, **TINY_NETWORKS)
+    assert run.options["drop_invalid"] is True
+    assert run.options["n_train"] + run.options["n_heldout"] == len(load_muons(path, drop_invalid=True))
+    assert run.metrics["status"] == "completed"
+
+
+def test_cli_choices_follow_training():
+    from muon_gan_nb import cli, training
+    from muon_gan_nb.features import TRANSFORMS
+    assert cli.MODELS + cli.PROMPT_MODELS == training.MODELS
+    assert set(cli.TRANSFORM_NAMES) == set(TRANSFORMS) - {"none"}
+
+
+def test_cli_trains_guided_with_transform(toy_file, tmp_path, capsys):
+    from muon_gan_nb import cli
+    assert cli.main(["train", "--refresh-every", "10", "--out", str(tmp_path / "vanilla")]) == 2
+    assert "--refresh-every applies only to --model guided" in capsys.readouterr().err
+    out = tmp_path / "guided"
+    arguments = ["train", "--model", "guided", "--refresh-every", "10", "--refresh-size", "200", "--transform",
+                 "sign-sqrt", "--data", str(toy_file), "--out", str(out), "--iterations", "20", "--eval-every", "20",
+                 "--eval-size", "300", "--checkpoint-every", "20", "--quiet"]
+    assert cli.main(arguments) == 0
+    options = json.loads((out / "options.json").read_text())
+    assert (options["transform"], options["refresh_every"], options["refresh_size"]) == ("sign-sqrt", 10, 200)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [entry["iteration"] for entry in metrics["importance_refreshes"]] == [10, 20]
+    assert cli.main(["train", "--resume", str(out), "--iterations", "30", "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [entry["iteration"] for entry in metrics["importance_refreshes"]] == [10, 20, 30]
