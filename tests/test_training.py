@@ -310,6 +310,17 @@ def test_guided_refreshes_checkpoint_and_resume(toy_file, tmp_path):
     assert [entry["iteration"] for entry in saved] == [20, 40, 60, 80, 100, 120]
 
 
+def test_diverged_guided_run_fails_cleanly(tmp_path):
+    out = tmp_path / "diverged"
+    with pytest.raises(TrainingDivergedError, match="iteration-000000020"):
+        train("guided", data=toy_muons(2_000), out=out, iterations=60, eval_every=20, checkpoint_every=20,
+              refresh_every=10, refresh_size=300, steps_per_execution=10, callbacks=[_PoisonWeights(epoch=1, batch=9)],
+              **SMALL, **TINY_NETWORKS)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "failed"
+    assert [entry["iteration"] for entry in metrics["importance_refreshes"]] == [10, 20, 30]
+
+
 def test_refresh_options_only_for_guided(tmp_path):
     with pytest.raises(InvalidInputError, match="refresh_every and refresh_size apply to model 'guided'"):
         train("vanilla", data=toy_muons(500), out=tmp_path / "run", refresh_every=10, **SMALL)
