@@ -295,9 +295,92 @@ def _add_make_sample_command(commands, parents: list[argparse.ArgumentParser]):
                               "--no-ship-coordinates measures z from the front face")
     command.set_defaults(handler=_run_make_sample)
 
+# %% ../nbs/07_cli.ipynb #39fb91ec
+def _add_study_command(commands, parents: list[argparse.ArgumentParser]):
+    "Register `muon-gan study` and its options."
+    command = commands.add_parser(
+        "study", parents=parents, formatter_class=_HelpFormatter,
+        help="rerun the study's comparison of the three GANs and write a report folder",
+        description="Train the vanilla GAN, the WGAN-GP and the guided GAN with the same budget and seeds, "
+                    "try the feature transforms and the prompt-aware model, judge every run on held-out muons "
+                    "in physical units, and write report.md, results.json and figures/ to --out.")
+    mode = command.add_mutually_exclusive_group()
+    mode.add_argument("--quick", dest="quick", action="store_true", default=True,
+                      help="short budget, sized for about 15 minutes on 2 quiet CPU cores (default: --quick)")
+    mode.add_argument("--full", dest="quick", action="store_false",
+                      help="the full budget: 20,000 iterations, larger evaluations, transform trials on every "
+                           "seed; the quick report states its estimated time (default: off)")
+    command.add_argument("--out", metavar="DIR", required=True, help="report folder to write")
+    command.add_argument("--seeds", type=seed_value, nargs="+", default=[0, 1, 2], metavar="SEED",
+                         help="seeds of every model, the same for all")
+    command.add_argument("--data", metavar="PATH",
+                         help="muons in any format `train --data` reads (default: the bundled SHiP-like sample)")
+    command.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS), metavar="MODEL",
+                         help=f"models of Tables 1-3, from {', '.join(MODELS)}")
+    command.add_argument("--transforms", nargs="*", default=None, metavar="NAME",
+                         help="feature transforms to try with the vanilla GAN and WGAN-GP, such as polar, kde, "
+                              "gaussian-filter, sign-sqrt, widening; none given: no transform trials "
+                              "(default: all five)")
+    command.add_argument("--prompt-models", nargs="*", default=None, metavar="MODEL",
+                         help="base models of the prompt-aware trial (vanilla, wgan-gp); none given: no "
+                              "prompt-aware runs (default: vanilla in --quick, both in --full)")
+    command.add_argument("--iterations", type=positive_count, default=None, metavar="N",
+                         help="training iterations of every run (default: 500 in --quick, 20000 in --full)")
+    command.add_argument("--eval-size", type=positive_count, default=None, metavar="N",
+                         help="held-out muons of each class per final evaluation (default: 20000 in --quick, "
+                              "100000 in --full, capped at the held-out muons)")
+    command.add_argument("--monitor-size", type=positive_count, default=None, metavar="N",
+                         help="muons per evaluation during training (default: 5000 in --quick, 20000 in --full)")
+    command.add_argument("--eval-every", type=positive_count, default=None, metavar="N",
+                         help="iterations between evaluations during training (default: 50 in --quick, "
+                              "250 in --full)")
+    command.add_argument("--force", action="store_true", help="overwrite a study report already in --out")
+    command.set_defaults(handler=_run_study)
+
+
+def _study_command_line(arguments: argparse.Namespace) -> str:
+    "The `muon-gan study` command that reproduces these options, for the report."
+    words = ["muon-gan", "study", "--out", str(arguments.out), "--quick" if arguments.quick else "--full",
+             "--seeds", *map(str, arguments.seeds), "--models", *arguments.models]
+    for option, value in (("--data", arguments.data), ("--iterations", arguments.iterations),
+                          ("--eval-size", arguments.eval_size), ("--monitor-size", arguments.monitor_size),
+                          ("--eval-every", arguments.eval_every)):
+        if value is not None:
+            words += [option, str(value)]
+    for option, values in (("--transforms", arguments.transforms), ("--prompt-models", arguments.prompt_models)):
+        if values is not None:
+            words += [option, *values]
+    return " ".join(words + (["--force"] if arguments.force else []))
+
+
+def _run_study(arguments: argparse.Namespace) -> int:
+    "Run the study with the options of `muon-gan study` and print where the report is."
+    out = Path(arguments.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder: choose another --out")
+    if arguments.data is not None:
+        from muon_gan_nb.data import load_muons
+        data = load_muons(arguments.data)
+    else:
+        data = None
+    os.environ.setdefault("MPLBACKEND", "Agg")  # figures go to files; no display is needed
+    from muon_gan_nb.study import TRANSFORMS, run_study
+    command = _study_command_line(arguments)
+    result = run_study(out, quick=arguments.quick, seeds=arguments.seeds, models=arguments.models,
+                       transforms=TRANSFORMS if arguments.transforms is None else arguments.transforms,
+                       iterations=arguments.iterations, data=data, eval_size=arguments.eval_size,
+                       monitor_size=arguments.monitor_size, eval_every=arguments.eval_every,
+                       prompt_models=arguments.prompt_models, force=arguments.force, command=command)
+    if result.best is not None:
+        print(f"Best configuration: {result.best['name']}, held-out AUC {result.best['auc']:.4f} "
+              f"(real-vs-real floor {result.best['floor_auc']:.4f})")
+    print(f"Report:  {out / 'report.md'}")
+    print(f"Results: {out / 'results.json'}")
+    return 0
+
 # %% ../nbs/07_cli.ipynb #c04941c6
 COMMANDS: list[Callable] = [_add_train_command, _add_evaluate_command, _add_generate_command,
-                            _add_make_sample_command]  # each registers one subcommand on the parser
+                            _add_make_sample_command, _add_study_command]  # each registers one subcommand on the parser
 
 
 def build_parser() -> argparse.ArgumentParser:
