@@ -14,7 +14,7 @@ import struct
 import tempfile
 import zipfile
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -29,8 +29,9 @@ logger = logging.getLogger(__name__)
 # %% auto #0
 __all__ = ['logger', 'FEATURES', 'FEATURE_UNITS', 'SHIP_COLUMNS', 'MUON_PDG', 'ORIGINS', 'SUPPORTED_SUFFIXES', 'FAIRSHIP_TREE',
            'FAIRSHIP_BRANCHES', 'FAIRSHIP_REQUIRED', 'TABLE_REQUIRED', 'TABLE_DEFAULTS', 'CM_PER_METRE',
-           'DEFAULT_SAMPLE', 'MuonSample', 'InvalidInputError', 'atomic_write', 'iter_muon_chunks', 'load_muons',
-           'MuonWriter', 'write_muons', 'load_default_sample', 'default_sample_settings']
+           'DEFAULT_SAMPLE', 'MuonSample', 'InvalidInputError', 'atomic_write', 'json_safe', 'write_json',
+           'iter_muon_chunks', 'load_muons', 'MuonWriter', 'write_muons', 'load_default_sample',
+           'default_sample_settings']
 
 # %% ../nbs/00_data.ipynb #5ea14c1a
 FEATURES = ("x", "y", "z", "px", "py", "pz")  # the six features every model learns, in this order
@@ -154,6 +155,33 @@ def atomic_write(path: str | Path,  # final file; its folder is created if missi
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+# %% ../nbs/00_data.ipynb #88979f85
+def json_safe(value):
+    "Convert NumPy values, tuples and paths to plain Python, and NaN or infinity to None, recursively."
+    if isinstance(value, dict):
+        return {str(key): json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [json_safe(item) for item in value]
+    if isinstance(value, (np.integer, np.bool_)):
+        return value.item()
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_json(path: str | Path,  # destination file
+               content,  # anything `json_safe` can convert
+               indent: int = 2,  # indentation of the written JSON
+               ) -> Path:
+    "Write `content` as JSON through `atomic_write`; NaN and infinity become null."
+    path = Path(path)
+    text = json.dumps(json_safe(content), indent=indent, allow_nan=False)
+    with atomic_write(path) as temporary:
+        temporary.write_text(text + "\n")
+    return path
 
 # %% ../nbs/00_data.ipynb #b77e9174
 SUPPORTED_SUFFIXES = (".npy", ".npz", ".root", ".parquet", ".csv")  # extensions load_muons reads

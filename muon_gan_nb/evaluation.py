@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from .data import FEATURE_UNITS, FEATURES, MUON_PDG, InvalidInputError, MuonSample
+from .data import FEATURE_UNITS, FEATURES, MUON_PDG, InvalidInputError, MuonSample, json_safe
 
 logger = logging.getLogger(__name__)
 
@@ -247,19 +246,6 @@ def kernel_mmd(real_features: np.ndarray,  # (N, d) real muons
     return float(np.mean(estimates)), float(np.std(estimates))
 
 # %% ../nbs/03_evaluation.ipynb #2e09cf33
-def _json_safe(value):
-    "Turn NumPy scalars and arrays into Python ones, and NaN or infinity into None."
-    if isinstance(value, dict):
-        return {str(key): _json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_json_safe(item) for item in value]
-    if isinstance(value, (np.integer, np.bool_)):
-        return value.item()
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    return value
-
-
 @dataclass
 class FidelityReport:
     "What one real-versus-generated evaluation measured; all distances in physical units unless stated."
@@ -314,7 +300,7 @@ class FidelityReport:
             result["roc"] = {"fpr": grid, "tpr": np.interp(grid, self.fpr, self.tpr)}
             if self.floor_fpr is not None:
                 result["roc"]["floor_tpr"] = np.interp(grid, self.floor_fpr, self.floor_tpr)
-        return _json_safe(result)
+        return json_safe(result)
 
     def summary(self) -> str:
         "One line: AUC with its interval and the floor, accuracy with its p-value, sample sizes, top feature."

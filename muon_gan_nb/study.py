@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from .data import (FEATURES, InvalidInputError, MuonSample, atomic_write, load_default_sample,
+from .data import (FEATURES, InvalidInputError, MuonSample, atomic_write, json_safe, load_default_sample,
                               load_muons)
 
 logger = logging.getLogger(__name__)
@@ -377,21 +377,6 @@ def _write_figures(folder: Path, tables: dict, first_reports: dict, heldout: dic
     return written
 
 # %% ../nbs/12_study.ipynb #309681df
-def _json_safe(value):
-    "NumPy values as Python ones, tuples as lists, NaN and infinity as None, recursively."
-    if isinstance(value, dict):
-        return {str(key): _json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_json_safe(item) for item in value]
-    if isinstance(value, (np.integer, np.bool_)):
-        return value.item()
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 def format_spread(value,  # a number, a dict from `spread`, or None
                   digits: int = 3,  # digits after the decimal point
                   ) -> str:
@@ -540,7 +525,7 @@ class StudyResult:
 
     def to_dict(self) -> dict:
         "JSON-safe dict of everything except the path."
-        return _json_safe({name: getattr(self, name) for name in self.__dataclass_fields__ if name != "path"})
+        return json_safe({name: getattr(self, name) for name in self.__dataclass_fields__ if name != "path"})
 
     def markdown(self) -> str:
         "The report as Markdown."

@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from .data import (FEATURES, MUON_PDG, InvalidInputError, MuonSample, atomic_write,
+from .data import (FEATURES, MUON_PDG, InvalidInputError, MuonSample, atomic_write, json_safe, write_json,
                               load_default_sample, load_muons)
 from .features import (TRANSFORMS, FeatureTransform, load_transform, make_transform,
                                   prepare_training_features, save_transform)
@@ -45,29 +45,6 @@ def _check_count(name: str, value, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise InvalidInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
-
-
-def _write_json(path: Path, content) -> Path:
-    "Write `content` as indented JSON, atomically; NaN and infinity are written as null."
-    text = json.dumps(_json_safe(content), indent=2, allow_nan=False)
-    with atomic_write(path) as temporary:
-        temporary.write_text(text + "\n")
-    return path
-
-
-def _json_safe(value):
-    "Turn NumPy values into Python ones and NaN or infinity into None, recursively."
-    if isinstance(value, dict):
-        return {str(key): _json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_json_safe(item) for item in value]
-    if isinstance(value, (np.integer, np.bool_)):
-        return value.item()
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -368,7 +345,7 @@ def save_checkpoint(folder: str | Path,  # RUN/checkpoints
         np.savez(partial / "variables.npz", **arrays)
         layout = {group: [[variable.path, list(variable.shape)] for variable in variables]
                   for group, variables in groups.items()}
-        (partial / "state.json").write_text(json.dumps(_json_safe(
+        (partial / "state.json").write_text(json.dumps(json_safe(
             {"iteration": iteration, "variables": layout, **state}), allow_nan=False))
         for file in partial.iterdir():
             with open(file, "rb") as handle:
@@ -658,7 +635,7 @@ def _transform_options(transform, transform_options: dict | None) -> tuple[str |
     else:
         name, options = transform, dict(transform_options or {})
     make_transform(name, **options)  # raises for an unknown name or invalid options
-    return name, _json_safe(options)
+    return name, json_safe(options)
 
 
 def _fingerprint(sample: MuonSample) -> str:
@@ -673,7 +650,7 @@ def _fingerprint(sample: MuonSample) -> str:
 def _merge_resumed_options(stored: dict, requested: dict) -> dict:
     "The stored options with the requested total iterations; other differences are logged and ignored."
     for key, value in requested.items():
-        if key not in ("iterations", "data") and key in stored and _json_safe(value) != stored[key]:
+        if key not in ("iterations", "data") and key in stored and json_safe(value) != stored[key]:
             logger.warning("Resuming: %s=%r differs from the run's stored %r; using the stored value",
                            key, value, stored[key])
     return {**stored, "iterations": requested["iterations"]}
@@ -957,8 +934,8 @@ def train(model: str = "vanilla",  # "vanilla", "wgan-gp", "guided", "prompt" or
             convergence[name] = type(criterion).from_dict(metrics["convergence"][name])
     metrics["status"] = "running"
 
-    _write_json(out / "options.json", options)
-    _write_json(out / "versions.json", package_versions())
+    write_json(out / "options.json", options)
+    write_json(out / "versions.json", package_versions())
     run_data.scaler.save(out / "scaler.json")
     if run_data.transform is not None:
         save_transform(run_data.transform, out / "transform.json")
@@ -992,7 +969,7 @@ def train(model: str = "vanilla",  # "vanilla", "wgan-gp", "guided", "prompt" or
         last_good = list_checkpoints(out / "checkpoints")
         metrics["status"] = "failed"
         metrics["failure"] = {**state.failure, "last_checkpoint": str(last_good[-1]) if last_good else None}
-        _write_json(out / "metrics.json", metrics)
+        write_json(out / "metrics.json", metrics)
         where = f"the last good checkpoint is {last_good[-1]}" if last_good else "no checkpoint was written before it"
         raise TrainingDivergedError(
             f"Training in {out} stopped at iteration {state.failure['iteration']}: non-finite losses "
@@ -1008,7 +985,7 @@ def train(model: str = "vanilla",  # "vanilla", "wgan-gp", "guided", "prompt" or
     _save_model(gan, out / "model.keras")
     if evaluator.last is not None:
         _save_plots(evaluator.last, out / "plots")
-    _write_json(out / "metrics.json", metrics)
+    write_json(out / "metrics.json", metrics)
     logger.info("run %s: %s at iteration %d in %.1f s; results in %s", run_id, metrics["status"],
                 state.iteration, seconds, out)
     return TrainedRun(gan, run_data.scaler, options, metrics, out, run_data.transform)
@@ -1189,7 +1166,7 @@ def generate_shards(run: TrainedRun,  # a trained run
     for index in indices:
         generate_to_file(run, counts[index], files[index], chunk_size, seeds[index], progress)
     manifest = (out if not out.suffix else out.parent) / (f"{out.stem}.manifest.json" if out.suffix else "manifest.json")
-    _write_json(manifest, {"run": str(run.path), "total": n, "seed": seed, "shards": [
+    write_json(manifest, {"run": str(run.path), "total": n, "seed": seed, "shards": [
         {"index": index, "file": files[index].name, "count": counts[index], "seed": seeds[index]}
         for index in range(shards)]})
     return manifest

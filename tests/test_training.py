@@ -1,10 +1,8 @@
 """Integration tests of muon_gan_nb.training: real TensorFlow training on small toy samples, real XGBoost."""
 import json
-import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
