@@ -76,7 +76,8 @@ def markdown(report: dict) -> str:
         f"- CPU: {machine['cpu']}, {machine['cores']} usable core(s); GPU: {', '.join(machine['gpus']) or 'none'}",
         f"- Platform: {machine['platform']}",
         "- Versions: " + ", ".join(f"{name} {version}" for name, version in machine["versions"].items()),
-        f"- One-minute load average at the start of each benchmark: {', '.join(f'{load:.2f}' for load in loads)}",
+        f"- One-minute load averages at the start of the command and of each benchmark: "
+        f"{', '.join(f'{load:.2f}' for load in loads)}",
         "",
     ]
     if max(loads) > BUSY_LOAD:
@@ -85,17 +86,21 @@ def markdown(report: dict) -> str:
                   "between runs made minutes apart are uncertain. Rerun on a quiet machine before quoting them.", ""]
     if report.get("updated"):
         updated = report["updated"]
-        lines += [f"> **Partly rerun.** {', '.join(updated['rerun'])} ran on {report['date']} with this command; the "
-                  f"other sections come from `{updated['previous_command']}` on {updated['previous_date']}.", ""]
+        lines += [f"> **Partly rerun.** The last command reran {', '.join(updated['rerun'])}; other sections come from "
+                  "earlier runs. Each section gives its own date and load average.", ""]
     if report["sizes"] == "quick":
         lines += ["> **Quick run.** Tiny sizes that only check the scripts work; these numbers mean nothing.", ""]
-    for name, result in report["results"].items():
+    for name in sorted(report["results"], key=list(TITLES).index):
+        result = report["results"][name]
         lines += [f"## {TITLES[name]}", "", f"`{result['command']}`", ""]
+        if "machine" in result:
+            lines += [f"Run {result['date']}, one-minute load average {result['machine']['load_average'][0]:.2f} at "
+                      f"the start and {result['load_average_end'][0]:.2f} at the end.", ""]
         if "error" in result:
             lines += [f"Failed ({result['error']}):", "", "```", result["stderr_tail"], "```", ""]
         else:
             lines += [result["table"], ""]
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
 
 
 def render_tables(report: dict) -> dict:

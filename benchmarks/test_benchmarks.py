@@ -65,11 +65,13 @@ def test_markdown_flags_shared_machine():
     report = {"command": "python benchmarks/run_all.py", "date": "2026-01-01T00:00:00+00:00", "machine": machine,
               "sizes": "standard",
               "results": {"evaluation": {"command": "python benchmarks/bench_evaluation.py", "machine": machine,
+                                         "date": "2026-01-01T00:01:00+00:00", "load_average_end": [2.5, 1.0, 1.0],
                                          "table": "| a |\n|---|\n| 1 |"}}}
     page = run_all.markdown(report)
     assert "test CPU, 2 usable core(s)" in page
     assert "Shared machine" in page
     assert "| a |" in page
+    assert "load average 3.50 at the start and 2.50 at the end" in page
     quiet = {**machine, "load_average": [0.2, 0.1, 0.1]}
     report["machine"] = report["results"]["evaluation"]["machine"] = quiet
     assert "Shared machine" not in run_all.markdown(report)
