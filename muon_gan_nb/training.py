@@ -470,7 +470,9 @@ class _Evaluator(keras.callbacks.Callback):
                                      self.transform)
         evaluations = self.state.metrics["evaluations"]
         floor_auc = evaluations[0]["floor_auc"] if evaluations else None
-        options = {"bootstrap": 200 if final else 0, **self.evaluation_options}
+        # The bootstrap and the distance metrics cost more than the classifier fit, and only the final
+        # evaluation reports them, so intermediate evaluations skip them.
+        options = {"bootstrap": 200 if final else 0, "distances": final, **self.evaluation_options}
         report = evaluate_fidelity(self.heldout, generated, reference=self.reference, n=self.eval_size,
                                    seed=self.seed, floor=floor_auc is None or final, **options)
         if report.floor_auc is None:

@@ -346,8 +346,9 @@ def test_unexpected_error_keeps_traceback(monkeypatch):
 # --- make-sample ------------------------------------------------------------------------------------
 
 def test_make_sample_without_pythia(monkeypatch, tmp_path, capsys):
+    # The source module imports pythia8mc only when it runs, so hiding pythia8mc is enough; re-importing
+    # the module itself would leave two copies of its functions, which process pools cannot pickle.
     monkeypatch.setitem(sys.modules, "pythia8mc", None)  # makes `import pythia8mc` fail
-    monkeypatch.delitem(sys.modules, "muon_gan_nb.source", raising=False)
     status = cli.main(["make-sample", "--n", "100", "--out", str(tmp_path / "muons.npy")])
     assert status == 2
     assert "pip install 'muon_gan_nb[source]'" in capsys.readouterr().err
@@ -363,3 +364,39 @@ def test_make_sample_writes_file(tmp_path, extension):
     muons = load_muons(out)
     assert len(muons) == 300
     assert np.all(np.linalg.norm(muons.features[:, 3:], axis=1) > 10)  # the SHiP cut p > 10 GeV/c
+
+
+def test_model_with_lambda_layer_refused(run_copy, tmp_path):
+    # A crafted GAN whose generator hides arbitrary Python in a Lambda layer: safe mode must refuse it.
+    import keras
+
+    from muon_gan_nb.models import VanillaGAN, build_discriminator
+    from muon_gan_nb.training import load_run
+    noise = keras.Input((8,))
+    hidden = keras.layers.Lambda(lambda tensor: tensor * 2.0)(noise)
+    generator = keras.Model(noise, keras.layers.Dense(6, activation="tanh")(hidden))
+    crafted = VanillaGAN(generator, build_discriminator(hidden=(8,)))
+    crafted.save(run_copy / "model.keras")
+    with pytest.raises(InvalidInputError, match="safe mode"):
+        load_run(run_copy)
+    process = run_cli("generate", run_copy, "--n", "10", "--out", tmp_path / "muons.npy")
+    assert_one_line_error(process, "model.keras", "safe mode")
+    assert not (tmp_path / "muons.npy").exists()
+
+
+def test_pickled_npy_refused_without_unpickling(tmp_path, monkeypatch):
+    # An object array is stored with pickle; loading it must fail before anything is unpickled.
+    crafted = tmp_path / "crafted.npy"
+    np.save(crafted, np.array([{"x": 1.0}] * 4, dtype=object), allow_pickle=True)
+    import pickle
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the loader tried to unpickle crafted.npy")
+
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    with pytest.raises(InvalidInputError, match="crafted.npy"):
+        load_muons(crafted)
+    process = run_cli("train", "--data", crafted, "--out", tmp_path / "run", *TINY_TRAINING)
+    assert_one_line_error(process, "crafted.npy")
+    assert not (tmp_path / "run").exists()

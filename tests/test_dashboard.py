@@ -137,7 +137,9 @@ def test_overhead_guard_postpones_refreshes(muons):
     # a refresh costs far more than 5% of five tiny iterations, so most due refreshes wait
     assert monitor.postponed > 0
     assert len(monitor.checks) < 400 // 5
-    assert monitor.checks[-1]["iteration"] == 400  # the panel had shown nothing, so it refreshes at the end
+    # At the end the monitor refreshes once more if the budget allows; otherwise it must say it skipped.
+    if monitor.checks[-1]["iteration"] != 400:
+        assert "last refresh was skipped to respect max_overhead" in monitor.status
 
 
 CONSOLE_SCRIPT = textwrap.dedent("""
