@@ -95,6 +95,16 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def finish(result: dict, table, path: str | Path | None) -> dict:
+    "Record the end load average, print the benchmark's table and load, and write the JSON result."
+    result["load_average_end"] = list(os.getloadavg())
+    result["table"] = table(result)
+    print(result["table"])
+    print(f"load average at start {result['machine']['load_average']}, at end {result['load_average_end']}")
+    write_result(result, path)
+    return result
+
+
 def write_result(result: dict, path: str | Path | None):
     "Write a benchmark's result as indented JSON to `path` (nothing when `path` is None)."
     if path is None:

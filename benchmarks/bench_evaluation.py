@@ -100,12 +100,7 @@ def main(argv=None) -> dict:
     _common.quiet_logging()
     result = {"benchmark": "evaluation", "machine": _common.machine(), "date": _common.now(),
               **measure(args.size, args.repeats)}
-    result["table"] = table(result)
-    print(result["table"])
-    result["load_average_end"] = list(__import__("os").getloadavg())
-    print(f"load average at start {result['machine']['load_average']}, at end {result['load_average_end']}")
-    _common.write_result(result, args.json)
-    return result
+    return _common.finish(result, table, args.json)
 
 
 if __name__ == "__main__":

@@ -184,12 +184,7 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-generation-") as folder:
         result["speed"] = speed(args.muons, args.chunk_size, Path(folder))
         result["memory"] = memory_scaling(args.memory_chunk_size, args.memory_multiple, Path(folder))
-    result["load_average_end"] = list(__import__("os").getloadavg())
-    result["table"] = table(result)
-    print(result["table"])
-    print(f"load average at start {result['machine']['load_average']}, at end {result['load_average_end']}")
-    _common.write_result(result, args.json)
-    return result
+    return _common.finish(result, table, args.json)
 
 
 if __name__ == "__main__":

@@ -109,12 +109,7 @@ def main(argv=None) -> dict:
         return {}
     result = {"benchmark": "memory", "machine": _common.machine(), "date": _common.now(),
               **measure(args.muons, args.files, args.iterations, args.eval_every)}
-    result["load_average_end"] = list(__import__("os").getloadavg())
-    result["table"] = table(result)
-    print(result["table"])
-    print(f"load average at start {result['machine']['load_average']}, at end {result['load_average_end']}")
-    _common.write_result(result, args.json)
-    return result
+    return _common.finish(result, table, args.json)
 
 
 if __name__ == "__main__":

@@ -220,12 +220,7 @@ def main(argv=None) -> dict:
                                                       args.eval_size, args.refresh_every)}
 
     result["summary"] = summarise(result)
-    result["load_average_end"] = list(__import__("os").getloadavg())
-    result["table"] = table(result)
-    print(result["table"])
-    print(f"load average at start {result['machine']['load_average']}, at end {result['load_average_end']}")
-    _common.write_result(result, args.json)
-    return result
+    return _common.finish(result, table, args.json)
 
 
 if __name__ == "__main__":
