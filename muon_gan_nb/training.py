@@ -568,7 +568,7 @@ def _prepare_run_folder(out: Path, resume: bool, force: bool):
                                 "run that resume would continue; pass one of them")
     if resume:
         if not (out / "options.json").is_file():
-            raise InvalidInputError(f"Cannot resume {out}: it holds no training run (options.json is missing); "
+            raise InvalidInputError(f"Cannot resume {out}: it contains no training run (options.json is missing); "
                                     "start a new run without resume=True")
         return
     if out.is_dir() and any(out.iterdir()):
@@ -854,7 +854,7 @@ def load_run(path: str | Path,  # run folder written by `train`
         raise InvalidInputError(f"{path / 'model.keras'} cannot be loaded as a muon_gan_nb GAN in safe mode "
                                 f"({type(error).__name__}: {error}); train the run again") from error
     if not isinstance(gan, MuonGAN):
-        raise InvalidInputError(f"{path / 'model.keras'} holds a {type(gan).__name__}, not a muon_gan_nb GAN "
+        raise InvalidInputError(f"{path / 'model.keras'} contains a {type(gan).__name__}, not a muon_gan_nb GAN "
                                 "(VanillaGAN, WGANGP or GuidedGAN): it comes from another architecture")
     scaler = MuonScaler.load(path / "scaler.json")
     outputs = gan.generator.output_shape[-1]
@@ -1167,7 +1167,11 @@ def generate_shards(run: TrainedRun,  # a trained run
     files = [_shard_name(out, index, shards) for index in range(shards)]
     for index in indices:
         generate_to_file(run, counts[index], files[index], chunk_size, seeds[index], progress)
-    manifest = (out if not out.suffix else out.parent) / (f"{out.stem}.manifest.json" if out.suffix else "manifest.json")
+    # OUT names a file (its stem names the manifest beside it) or, without a suffix, a folder.
+    if out.suffix:
+        manifest = out.parent / f"{out.stem}.manifest.json"
+    else:
+        manifest = out / "manifest.json"
     write_json(manifest, {"run": str(run.path), "total": n, "seed": seed, "shards": [
         {"index": index, "file": files[index].name, "count": counts[index], "seed": seeds[index]}
         for index in range(shards)]})
