@@ -23,9 +23,9 @@ logger = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['logger', 'TRANSFORMS', 'FeatureTransform', 'make_transform', 'save_transform', 'load_transform', 'PolarTransform',
-           'SignSqrtTransform', 'PerMuonWidening', 'KDESmoothing', 'BandwidthScan', 'bandwidth_scan',
-           'GaussianFilterAlongSamples', 'filter_weights', 'filter_diagnostics', 'gaussian_xy', 'shuffled_xy',
-           'filter_blindness', 'prepare_training_features', 'generated_to_physical']
+           'SignSqrtTransform', 'PerMuonWidening', 'QuantileTransform', 'KDESmoothing', 'BandwidthScan',
+           'bandwidth_scan', 'GaussianFilterAlongSamples', 'filter_weights', 'filter_diagnostics', 'gaussian_xy',
+           'shuffled_xy', 'filter_blindness', 'prepare_training_features', 'generated_to_physical']
 
 # %% ../nbs/10_feature_engineering.ipynb #7b15d97a
 _X, _Y = FEATURES.index("x"), FEATURES.index("y")
@@ -245,6 +245,80 @@ class PerMuonWidening(FeatureTransform):
         scale, features = self._require_scale(), transformed.copy()
         features[:, [_X, _Y]] = scale * np.sinh(transformed[:, [_X, _Y]])
         return features
+
+# %% ../nbs/10_feature_engineering.ipynb #209c54dd
+def _strictly_increasing(sources: np.ndarray, targets: np.ndarray) -> tuple[list[float], list[float]]:
+    "Knots with repeated source values dropped (ties in the data), so that both directions interpolate."
+    keep = np.r_[True, np.diff(sources) > 0]
+    return sources[keep].tolist(), targets[keep].tolist()
+
+
+@_register
+class QuantileTransform(FeatureTransform):
+    "Each feature through its quantiles onto a standard normal; x and y odd about 0, prompt muons stay there."
+    name = "quantile"
+    invertible = True
+    _TAIL = 1e-5  # the smallest and largest training values map to the normal's 1e-5 and 1 - 1e-5 quantiles
+
+    def __init__(self,
+                 knots: int = 1000,  # quantiles per feature that `fit` takes
+                 sources: list | None = None,  # fitted: per feature, knot positions in cm or GeV/c
+                 targets: list | None = None,  # fitted: per feature, the standard normal value at each knot
+                 ):
+        if isinstance(knots, bool) or not isinstance(knots, (int, np.integer)) or knots < 3:
+            raise InvalidInputError(f"knots must be a whole number of quantiles >= 3, got {knots!r}")
+        if (sources is None) != (targets is None) or (sources is not None and len(sources) != len(FEATURES)):
+            raise InvalidInputError("sources and targets must both be given, one list of knots per feature, or "
+                                    "both left out and set by fit")
+        self.knots, self.sources, self.targets = int(knots), sources, targets
+
+    def options(self) -> dict:
+        return {"knots": self.knots, "sources": self.sources, "targets": self.targets}
+
+    def fit(self, features) -> QuantileTransform:
+        "Set the knots from the training muons; returns self."
+        from scipy.special import ndtri  # the inverse of the standard normal distribution function
+        features = _check_features(features, "QuantileTransform.fit")
+        sources, targets = [], []
+        probabilities = np.linspace(0.0, 1.0, self.knots)
+        for column in range(len(FEATURES)):
+            values = features[:, column].astype(np.float64)
+            if column in (_X, _Y):
+                displaced = np.abs(values[values != 0])
+                if len(displaced) < 2:
+                    raise InvalidInputError("QuantileTransform.fit needs displaced muons (x or y not 0) to map x "
+                                            "and y: fit it on a sample that has them")
+                # The origin is a knot of its own, so prompt muons map to 0 and back.
+                source = np.r_[0.0, np.quantile(displaced, probabilities)]
+                target = np.r_[0.0, ndtri((1.0 + np.minimum(probabilities, 1.0 - self._TAIL)) / 2.0)]
+            else:
+                source = np.quantile(values, probabilities)
+                target = ndtri(np.clip(probabilities, self._TAIL, 1.0 - self._TAIL))
+            source, target = _strictly_increasing(source, target)
+            sources.append(source)
+            targets.append(target)
+        self.sources, self.targets = sources, targets
+        return self
+
+    def _map(self, values: np.ndarray, inverse: bool) -> np.ndarray:
+        if self.sources is None:
+            raise InvalidInputError("QuantileTransform has no knots: call fit(training_features) first")
+        mapped = np.empty_like(values, dtype=np.float64)
+        for column in range(len(FEATURES)):
+            source, target = np.asarray(self.sources[column]), np.asarray(self.targets[column])
+            start, end = (target, source) if inverse else (source, target)
+            value = values[:, column].astype(np.float64)
+            if column in (_X, _Y):  # odd about the origin
+                mapped[:, column] = np.sign(value) * np.interp(np.abs(value), start, end)
+            else:
+                mapped[:, column] = np.interp(value, start, end)
+        return mapped
+
+    def _forward(self, features):
+        return self._map(features, inverse=False)
+
+    def _inverse(self, transformed):
+        return self._map(transformed, inverse=True)
 
 # %% ../nbs/10_feature_engineering.ipynb #7cbd119d
 @_register
