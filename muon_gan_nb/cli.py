@@ -156,7 +156,7 @@ def _logging_options() -> argparse.ArgumentParser:
 
 # %% ../nbs/07_cli.ipynb #0c48bbfe
 PROMPT_MODELS = ("prompt", "prompt-wgan-gp")  # prompt-aware models of `train`, listed here to skip its import
-TRANSFORM_NAMES = ("polar", "sign-sqrt", "widening", "kde", "gaussian-filter")  # `features.TRANSFORMS` but "none"
+TRANSFORM_NAMES = ("polar", "sign-sqrt", "widening", "kde", "gaussian-filter", "quantile")  # `features.TRANSFORMS` but "none"
 
 
 def _add_train_command(commands, parents: list[argparse.ArgumentParser]):
@@ -319,8 +319,8 @@ def _add_study_command(commands, parents: list[argparse.ArgumentParser]):
                          help=f"models of Tables 1-3, from {', '.join(MODELS)}")
     command.add_argument("--transforms", nargs="*", default=None, metavar="NAME",
                          help="feature transforms to try with the vanilla GAN and WGAN-GP, such as polar, kde, "
-                              "gaussian-filter, sign-sqrt, widening; none given: no transform trials "
-                              "(default: all five)")
+                              "gaussian-filter, sign-sqrt, widening, quantile; none given: no transform trials "
+                              "(default: all six)")
     command.add_argument("--prompt-models", nargs="*", default=None, metavar="MODEL",
                          help="base models of the prompt-aware trial (vanilla, wgan-gp); none given: no "
                               "prompt-aware runs (default: vanilla in --quick, both in --full)")

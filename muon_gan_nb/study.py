@@ -26,9 +26,9 @@ from .data import (FEATURES, InvalidInputError, MuonSample, atomic_write, json_s
 logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['logger', 'STUDY_PUBLISHED', 'MODELS', 'TRIAL_MODELS', 'PROMPT_AWARE', 'TRANSFORMS', 'ABLATION_FEATURES', 'QUICK',
-           'FULL', 'HELDOUT_FRACTION', 'MONITOR_FRACTION', 'BATCH_SIZE', 'REFRESH_EVERY', 'study_settings', 'spread',
-           'format_spread', 'render_markdown', 'StudyResult', 'load_study', 'run_study']
+__all__ = ['logger', 'STUDY_PUBLISHED', 'MODELS', 'TRIAL_MODELS', 'PROMPT_AWARE', 'TRANSFORMS', 'PROMPT_TRANSFORMS',
+           'ABLATION_FEATURES', 'QUICK', 'FULL', 'HELDOUT_FRACTION', 'MONITOR_FRACTION', 'BATCH_SIZE', 'REFRESH_EVERY',
+           'study_settings', 'spread', 'format_spread', 'render_markdown', 'StudyResult', 'load_study', 'run_study']
 
 # %% ../nbs/12_study.ipynb #422cf3ce
 STUDY_PUBLISHED = {
@@ -53,7 +53,8 @@ STUDY_PUBLISHED = {
 MODELS = ("vanilla", "wgan-gp", "guided")  # the study's three models
 TRIAL_MODELS = ("vanilla", "wgan-gp")  # the models trained for each feature transform and prompt-aware variant
 PROMPT_AWARE = {"prompt-aware vanilla": "prompt", "prompt-aware wgan-gp": "prompt-wgan-gp"}  # table name -> train's
-TRANSFORMS = ("polar", "kde", "gaussian-filter", "sign-sqrt", "widening")  # the transform trials, by name
+TRANSFORMS = ("polar", "kde", "gaussian-filter", "sign-sqrt", "widening", "quantile")  # the transform trials, by name
+PROMPT_TRANSFORMS = ("quantile",)  # transforms the prompt-aware trial also runs with, besides none
 ABLATION_FEATURES = ("z", "px", "py", "pz")  # the classifier's features without x and y (the study's Figure 4)
 # NOTE: the quick preset's 15 minutes on 2 quiet cores is an estimate scaled from runs on a loaded machine.
 # Nobody has timed it on a quiet one.
@@ -264,11 +265,14 @@ def _prompt_rows(records: list[dict], models: Sequence[str]) -> list[dict]:
     "For each base model: AUC, x and y importances and prompt fraction without and with the prompt-aware output."
     rows = []
     for base in models:
-        for variant, name in (("plain", base), ("prompt-aware", f"prompt-aware {base}")):
-            selected = _select(records, name)
+        variants = [("plain", base, None), ("prompt-aware", f"prompt-aware {base}", None)]
+        variants += [(f"prompt-aware + {transform}", f"prompt-aware {base}", transform) for transform in PROMPT_TRANSFORMS]
+        for variant, name, transform in variants:
+            selected = _select(records, name, transform)
             if not selected:
                 continue
-            rows.append({"base_model": base, "variant": variant, "seeds": [record["seed"] for record in selected],
+            rows.append({"base_model": base, "variant": variant, "transform": transform or "none",
+                         "seeds": [record["seed"] for record in selected],
                          "auc": spread([record["auc"] for record in selected]),
                          "floor_auc": spread([record["floor_auc"] for record in selected]),
                          "prompt_fraction_generated": spread([record["prompt_fraction_generated"] for record in selected]),
@@ -574,7 +578,8 @@ def _full_mode_estimate(records: list[dict], settings: dict, models: Sequence[st
     iterations = FULL["iterations"]
     runs = [model for model in models for _ in seeds]
     runs += [model for model in TRIAL_MODELS if model in models for _ in transforms for _ in seeds]
-    runs += [f"prompt-aware {model}" for model in FULL["prompt_models"] if model in models for _ in seeds]
+    runs += [f"prompt-aware {model}" for model in FULL["prompt_models"] if model in models
+             for _ in (None, *PROMPT_TRANSFORMS) for _ in seeds]
     training = sum(rate.get(name, max(rate.values())) * iterations for name in runs)
     size_ratio = FULL["eval_size"] / settings["eval_size"]
     judging = evaluation_seconds / max(len(records), 1) * len(runs) * size_ratio
@@ -620,6 +625,7 @@ def run_study(out: str | Path,  # report folder to write
         raise InvalidInputError(f"prompt_models={list(settings['prompt_models'])} is invalid: use some of "
                                 f"{', '.join(TRIAL_MODELS)}")
     settings["seeds"], settings["models"], settings["transforms"] = list(seeds), list(models), list(transforms)
+    settings["prompt_transforms"] = list(PROMPT_TRANSFORMS)
     trial_models = [model for model in TRIAL_MODELS if model in models]
     transform_seed_list = seeds if settings["transform_seeds"] is None else seeds[:settings["transform_seeds"]]
     if out.exists() and not out.is_dir():
@@ -637,7 +643,8 @@ def run_study(out: str | Path,  # report folder to write
     plan = [(model, seed, None) for seed in seeds for model in models]
     plan += [(model, seed, transform) for transform in transforms for seed in transform_seed_list
              for model in trial_models]
-    plan += [(f"prompt-aware {model}", seed, None) for model in prompt_bases for seed in seeds]
+    plan += [(f"prompt-aware {model}", seed, transform) for transform in (None, *PROMPT_TRANSFORMS)
+             for model in prompt_bases for seed in seeds]
     logger.info("Study in %s: %d runs of %d iterations", out, len(plan), settings["iterations"])
     records, first_reports, first_samples, evaluation_seconds = [], {}, {}, 0.0
     splits = {}

@@ -96,11 +96,13 @@ def test_ablation_excludes_x_and_y(tiny_study):
 def test_prompt_aware_muons_at_origin(tiny_study):
     _, result = tiny_study
     rows = {row["variant"]: row for row in result.tables["prompt_spike"]}
-    assert sorted(rows) == ["plain", "prompt-aware"]
+    assert sorted(rows) == ["plain", "prompt-aware", "prompt-aware + quantile"]
+    assert rows["prompt-aware + quantile"]["transform"] == "quantile"
     real_fraction = rows["prompt-aware"]["prompt_fraction_real"]["mean"]
     generated_count = next(record["n_generated"] for record in result.runs if record["model"] == "prompt-aware vanilla")
     tolerance = 5 * math.sqrt(real_fraction * (1 - real_fraction) / generated_count)  # 5 binomial standard deviations
-    assert rows["prompt-aware"]["prompt_fraction_generated"]["mean"] == pytest.approx(real_fraction, abs=tolerance)
+    for variant in ("prompt-aware", "prompt-aware + quantile"):  # the spike survives the quantile transform
+        assert rows[variant]["prompt_fraction_generated"]["mean"] == pytest.approx(real_fraction, abs=tolerance)
     assert rows["plain"]["prompt_fraction_generated"]["mean"] < 0.01  # a continuous generator misses the point
 
 
