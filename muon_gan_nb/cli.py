@@ -24,7 +24,8 @@ logger = logging.getLogger(__name__)
 __all__ = ['logger', 'DEFAULT_ITERATIONS', 'DEFAULT_BATCH_SIZE', 'DEFAULT_EVAL_EVERY', 'DEFAULT_EVAL_SIZE',
            'DEFAULT_CHECKPOINT_EVERY', 'DEFAULT_CHUNK_SIZE', 'DEFAULT_SAMPLE_SIZE', 'MODELS', 'GUIDANCE_MODES',
            'STRATEGIES', 'GENERATE_FORMATS', 'PROMPT_MODELS', 'TRANSFORM_NAMES', 'COMMANDS', 'UsageError',
-           'error_message', 'positive_count', 'non_negative_number', 'seed_value', 'build_parser', 'main']
+           'error_message', 'positive_count', 'non_negative_number', 'decay_value', 'seed_value', 'build_parser',
+           'main']
 
 # %% ../nbs/07_cli.ipynb #c69d8627
 # 10,000 iterations of the vanilla GAN on the bundled sample, with an evaluation every 250, took 84 s on
@@ -112,6 +113,16 @@ def non_negative_number(text: str,  # the option's value as typed
     return value
 
 
+def decay_value(text: str,  # the option's value as typed
+                ) -> float:
+    "Parse a decay factor in [0, 1), such as 0.999."
+    value = non_negative_number(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: a decay must be at least 0 and below 1, "
+                                         "such as 0.999")
+    return value
+
+
 def seed_value(text: str,  # the option's value as typed
                ) -> int:
     "Parse a random seed: a whole number from 0 to 2**31 - 1."
@@ -185,6 +196,10 @@ def _add_train_command(commands, parents: list[argparse.ArgumentParser]):
     command.add_argument("--refresh-size", type=positive_count, default=None, metavar="N",
                          help="real and generated muons each in one importance refit of --model guided "
                               "(default: 10000)")
+    command.add_argument("--ema-decay", type=decay_value, default=None, metavar="D",
+                         help="generate with an exponential moving average of the generator's weights, "
+                              "updated after every iteration with decay D in [0, 1), such as 0.999 "
+                              "(default: 0, no average)")
     command.add_argument("--transform", choices=TRANSFORM_NAMES, default=None, metavar="NAME",
                          help=f"feature transform the GAN learns in, one of {', '.join(TRANSFORM_NAMES)}; "
                               "generated muons are mapped back to cm and GeV/c (default: none)")
@@ -472,7 +487,8 @@ def _train_arguments(arguments: argparse.Namespace) -> dict:
                 seed=arguments.seed, eval_every=arguments.eval_every, eval_size=arguments.eval_size,
                 checkpoint_every=arguments.checkpoint_every, weighted=arguments.weighted,
                 strategy=None if arguments.strategy == "none" else arguments.strategy, stream=arguments.stream,
-                transform=arguments.transform, drop_invalid=arguments.drop_invalid, **_train_options(arguments))
+                transform=arguments.transform, drop_invalid=arguments.drop_invalid, **_train_options(arguments),
+                **({} if arguments.ema_decay is None else {"ema_decay": arguments.ema_decay}))
 
 
 def _resume_arguments(out: Path, iterations: int | None) -> dict:

@@ -167,8 +167,12 @@ class MuonGAN(keras.Model):
                  generator: keras.Model,  # noise (batch, noise_dim) -> scaled features (batch, n_features)
                  discriminator: keras.Model,  # scaled features (batch, n_features) -> score (batch, 1)
                  seed: int | None = None,  # seed of the noise generator; None for random noise
+                 ema_decay: float = 0.0,  # decay of the generator's weight average used for generation; 0: none
                  **kwargs):  # passed to keras.Model (name, ...)
         super().__init__(**kwargs)
+        if not (isinstance(ema_decay, (int, float)) and 0 <= ema_decay < 1):
+            raise InvalidInputError(f"ema_decay must lie in [0, 1), such as 0.999, or be 0 for no average; "
+                                    f"got {ema_decay!r}")
         if len(generator.inputs) != 1 or len(generator.input_shape) != 2:
             raise InvalidInputError(f"The generator must take one input of shape (batch, noise_dim), "
                                     f"got {generator.input_shape}")
@@ -179,6 +183,11 @@ class MuonGAN(keras.Model):
         self.generator = generator
         self.discriminator = discriminator
         self.seed = seed
+        self.ema_decay = float(ema_decay)
+        self.ema_generator = None
+        if self.ema_decay > 0:  # same layers, weights averaged over the updates; see `update_generator_average`
+            self.ema_generator = keras.models.clone_model(generator)
+            self.ema_generator.set_weights(generator.get_weights())
         self.seed_generator = keras.random.SeedGenerator(seed, name="noise_seed_generator")
         self.generator_loss_tracker = keras.metrics.Mean(name="generator_loss")
         self.discriminator_loss_tracker = keras.metrics.Mean(name="discriminator_loss")
@@ -202,6 +211,18 @@ class MuonGAN(keras.Model):
                                             output_activation=cls.discriminator_output_activation,
                                             seed=discriminator_seed)
         return cls(generator, discriminator, seed=noise_seed, **model_options)
+
+    @property
+    def sampling_generator(self) -> keras.Model:
+        "The network that generates muons: the weight average when `ema_decay` > 0, else the generator."
+        return self.generator if self.ema_generator is None else self.ema_generator
+
+    def update_generator_average(self):
+        "Move each averaged weight towards the generator's: a ← d·a + (1 − d)·w, with d = `ema_decay`."
+        if self.ema_generator is None:
+            return
+        for average, current in zip(self.ema_generator.variables, self.generator.variables):
+            average.assign(self.ema_decay * average + (1.0 - self.ema_decay) * current)
 
     @property
     def noise_dim(self) -> int:
@@ -289,7 +310,7 @@ class MuonGAN(keras.Model):
         self.discriminator_optimizer.build(self.discriminator.trainable_variables)
 
     def get_config(self) -> dict:
-        return {"name": self.name, "trainable": self.trainable, "seed": self.seed,
+        return {"name": self.name, "trainable": self.trainable, "seed": self.seed, "ema_decay": self.ema_decay,
                 "generator": keras.saving.serialize_keras_object(self.generator),
                 "discriminator": keras.saving.serialize_keras_object(self.discriminator)}
 
@@ -327,7 +348,7 @@ class MuonGAN(keras.Model):
 
     def _generate_chunk(self, count, seed):
         noise = tf.random.stateless_normal((count, self.noise_dim), seed=seed)
-        return self.generator(self.adjust_noise(noise), training=False)
+        return self.sampling_generator(self.adjust_noise(noise), training=False)
 
     def generate_scaled(self,
                         n: int,  # number of muons to generate
@@ -402,6 +423,7 @@ class VanillaGAN(MuonGAN):
         self.discriminator_optimizer.apply_gradients(zip(discriminator_gradients,
                                                          self.discriminator.trainable_variables))
         self.generator_optimizer.apply_gradients(zip(generator_gradients, self.generator.trainable_variables))
+        self.update_generator_average()
 
         self.discriminator_loss_tracker.update_state(discriminator_loss)
         self.generator_loss_tracker.update_state(generator_loss)
@@ -484,6 +506,7 @@ class WGANGP(MuonGAN):
             generator_loss = -tf.reduce_mean(self.discriminator(self.discriminator_view(generated), training=True))
         gradients = tape.gradient(generator_loss, self.generator.trainable_variables)
         self.generator_optimizer.apply_gradients(zip(gradients, self.generator.trainable_variables))
+        self.update_generator_average()
         self.generator_loss_tracker.update_state(generator_loss)
         return {metric.name: metric.result() for metric in self.metrics}
 
@@ -506,7 +529,7 @@ _LAZY_MODELS = {"guided": "muon_gan_nb.guided", "prompt": "muon_gan_nb.prompt",
 def _model_option_names(cls: type) -> set[str]:
     "Keyword options that `cls.build` accepts, its own and those of `cls.__init__`."
     names = set()
-    for function in (cls.build, cls.__init__):
+    for function in (cls.build, cls.__init__, MuonGAN.__init__):  # subclasses pass on MuonGAN's own
         for parameter in inspect.signature(function).parameters.values():
             if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY):
                 names.add(parameter.name)

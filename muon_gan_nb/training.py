@@ -246,7 +246,9 @@ class _BlockGenerator:
 
     def __init__(self, model, block: int = GENERATION_BLOCK):
         self.block, self.model = block, model
-        generator, noise_dim = model.generator, int(model.noise_dim)
+        # The weight average generates when the model keeps one (ema_decay > 0).
+        generator = getattr(model, "sampling_generator", model.generator)
+        noise_dim = int(model.noise_dim)
         adjust_noise = getattr(model, "adjust_noise", lambda noise: noise)  # guided training's noise weighting
 
         @tf.function(input_signature=[tf.TensorSpec([2], tf.int64)])

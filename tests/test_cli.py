@@ -120,6 +120,8 @@ def test_entry_point_help():
     (["train", "--seed", "-3"], ["seed", "'-3'"]),
     (["train", "--alpha", "-0.5", "--model", "guided"], ["--alpha", "'-0.5'"]),
     (["train", "--alpha", "0.5"], ["--alpha", "--model guided"]),
+    (["train", "--ema-decay", "1"], ["--ema-decay", "'1'", "below 1"]),
+    (["train", "--ema-decay", "fast"], ["--ema-decay", "'fast'"]),
     (["train", "--model", "guided", "--guidance", "sideways"], ["--guidance", "'sideways'", "features"]),
     (["train", "--resume", "--force", "--out", "somewhere"], ["--resume", "--force"]),
     (["generate", "RUN", "--n", "0", "--out", "muons.npy"], ["--n", "'0'"]),
