@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/run_all.py [--sizes standard|quick|gpu] [--only training generation ...] [--results FOLDER]
 
---sizes standard (the default) gives the figures recorded in the docs page (training: 1,000 iterations scaled to
+--sizes standard (the default) gives the figures recorded in the docs page (training: 2,500 iterations scaled to
 the study's 10,000) and writes latest.md and latest.json. --sizes quick runs tiny sizes to check that the scripts
 work. Its numbers mean nothing, so it writes quick.md and quick.json to a temporary folder unless --results is
 given. --sizes gpu is what benchmarks/gpu.sh runs on a CUDA machine (training and generation, about 5 minutes);
@@ -23,7 +23,7 @@ from pathlib import Path
 import _common
 
 STANDARD = {
-    "training": ["--iterations", "1000", "--bare-iterations", "1000", "--variants"],
+    "training": ["--iterations", "2500", "--bare-iterations", "2000", "--variants"],
     "generation": [],
     "evaluation": [],
     "memory": [],

@@ -100,7 +100,10 @@ def sample_batches(features: np.ndarray,  # (N, d) scaled training features
             index = tf.minimum(tf.searchsorted(cumulative, uniform, side="right"), size - 1)
         return tf.gather(features, index)
 
-    return tf.data.Dataset.counter(start_step).map(draw, num_parallel_calls=tf.data.AUTOTUNE).prefetch(4)
+    # A plain sequential map: drawing 100 indices and gathering them costs microseconds inside the training
+    # graph. With num_parallel_calls=AUTOTUNE and prefetch, fit took 1 to 3 ms per trained step *after* its
+    # last step to tear the pipeline down (11 s for 10,000 steps, measured with Keras 3.15 and TF 2.21).
+    return tf.data.Dataset.counter(start_step).map(draw)
 
 # %% ../nbs/06_training.ipynb #a7687730
 def _split_files(pattern) -> list[Path]:
