@@ -321,7 +321,7 @@ def _add_study_command(commands, parents: list[argparse.ArgumentParser]):
                     "in physical units, and write report.md, results.json and figures/ to --out.")
     mode = command.add_mutually_exclusive_group()
     mode.add_argument("--quick", dest="quick", action="store_true", default=True,
-                      help="short budget, sized for about 15 minutes on 2 quiet CPU cores (default: --quick)")
+                      help="short budget: 500 iterations per run, about 7 minutes on 2 CPU cores (default: --quick)")
     mode.add_argument("--full", dest="quick", action="store_false",
                       help="the full budget: 20,000 iterations, larger evaluations, transform trials on every "
                            "seed; the quick report states its estimated time (default: off)")
