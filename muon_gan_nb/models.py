@@ -119,10 +119,11 @@ class FusedAdam(keras.optimizers.Adam):
     "Keras's Adam, with each variable updated by TensorFlow's single fused `ResourceApplyAdam` kernel."
 
     def update_step(self, gradient, variable, learning_rate):
-        # Keras's Adam spends about twenty small graph operations on each variable; at batch 100 their
-        # dispatch costs as much as the arithmetic. The fused kernel applies the same update (bias-corrected
-        # step size lr * sqrt(1 - beta_2^t) / (1 - beta_1^t), epsilon outside the square root) in one
-        # operation. Several replicas, AMSGrad or weight decay fall back to Keras's own update.
+        # Keras's Adam adds about twenty small graph operations per variable (the traced vanilla step has
+        # 1,851 operations with it and 1,367 with this class), and at batch 100 each one's dispatch counts.
+        # The fused kernel applies the same update (step size lr * sqrt(1 - beta_2^t) / (1 - beta_1^t),
+        # epsilon outside the square root) in one operation. Several replicas, AMSGrad or weight decay fall
+        # back to Keras's own update.
         if self.amsgrad or self.weight_decay or tf.distribute.get_strategy().num_replicas_in_sync > 1:
             return super().update_step(gradient, variable, learning_rate)
         dtype = variable.dtype
