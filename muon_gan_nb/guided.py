@@ -199,7 +199,7 @@ class GuidedGAN(VanillaGAN):
 
     def loss_weights(self, real, generated, weights):
         "Confidence mode: each muon weighted by 1 + α·(classifier confidence on its own side); else no change."
-        if self.mode != "confidence":
+        if self.mode != "confidence" or self.alpha == 0:  # α = 0: all weights are 1, so skip them and match vanilla exactly
             return weights, None
         real_weights = self.confidence_weights(real, real=True)
         if weights is not None:

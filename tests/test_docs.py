@@ -88,7 +88,7 @@ def test_site_config_reports_missing_sidebar_page(tmp_path):
     _write_notebook(repo / "nbs" / "99_unlisted.ipynb", ("markdown", "# Extra\n> Summary."))
     problems = docs_check.check_site_config(repo)
     assert any("entry 03_evaluation.ipynb points to a missing file" in p for p in problems)
-    assert any("navbar link 14_benchmarks.ipynb points to a missing file" in p for p in problems)
+    assert any("navbar link 15_benchmarks.ipynb points to a missing file" in p for p in problems)
     assert any("99_unlisted.ipynb is not listed" in p for p in problems)
     assert not any("entry index.ipynb" in p for p in problems)
 
