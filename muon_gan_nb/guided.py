@@ -199,7 +199,9 @@ class GuidedGAN(VanillaGAN):
 
     def loss_weights(self, real, generated, weights):
         "Confidence mode: each muon weighted by 1 + α·(classifier confidence on its own side); else no change."
-        if self.mode != "confidence" or self.alpha == 0:  # α = 0: all weights are 1, so skip them and match vanilla exactly
+        # At α = 0 every weight is 1. Leaving them out keeps the run identical to vanilla, because a weighted
+        # mean rounds differently from a plain one.
+        if self.mode != "confidence" or self.alpha == 0:
             return weights, None
         real_weights = self.confidence_weights(real, real=True)
         if weights is not None:

@@ -784,13 +784,12 @@ def _real_batches(options: dict, run_data: _RunData, rows: int, start: int) -> t
 def _build_gan(options: dict, strategy: tf.distribute.Strategy, steps_per_execution: int,
                data_options: dict | None = None):
     "Make and compile the GAN inside the strategy's scope, with its optimisers built."
-    from muon_gan_nb.models import FusedAdam, make_gan
+    from muon_gan_nb.models import _default_optimizer, make_gan
     with strategy.scope():
         options_of_gan = {"seed": options["seed"], **options["model_options"], **(data_options or {})}
         gan = make_gan(options["model"], **options_of_gan)
         rate = options["learning_rate"]
-        gan.compile(generator_optimizer=FusedAdam(rate, beta_1=0.5, beta_2=0.9),
-                    discriminator_optimizer=FusedAdam(rate, beta_1=0.5, beta_2=0.9),
+        gan.compile(generator_optimizer=_default_optimizer(rate), discriminator_optimizer=_default_optimizer(rate),
                     steps_per_execution=steps_per_execution)
         gan.generator_optimizer.build(gan.generator.trainable_variables)
         gan.discriminator_optimizer.build(gan.discriminator.trainable_variables)
