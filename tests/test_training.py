@@ -238,6 +238,20 @@ def test_stream_from_split_files(tmp_path):
     assert resumed.metrics["iteration"][-1] == 150
 
 
+def test_batch_datasets_leave_autotuning_off(tmp_path):
+    "tf.data's autotuning thread delayed the end of every fit by seconds; neither batch dataset may start it."
+    from muon_gan_nb.preprocessing import MuonScaler
+    from muon_gan_nb.training import sample_batches, stream_batches
+
+    sample = toy_muons(1_000, seed=2)
+    path = write_muons(sample, tmp_path / "SPLIT_0.npy")
+    scaler = MuonScaler().fit(sample.features)
+    for dataset in (sample_batches(scaler.transform(sample.features), rows=100),
+                    stream_batches([path], scaler, rows=100)):
+        assert dataset.options().autotune.enabled is False
+        assert next(iter(dataset)).shape == (100, 6)
+
+
 _MIRRORED = """
 import json, sys
 import tensorflow as tf
