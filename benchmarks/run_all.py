@@ -2,11 +2,11 @@
 
 Usage: python benchmarks/run_all.py [--sizes standard|quick|gpu] [--only training generation ...] [--results FOLDER]
 
---sizes standard (the default) gives the figures recorded in the docs page (training: 2,500 iterations scaled to
-the study's 10,000) and writes latest.md and latest.json. --sizes quick runs tiny sizes to check that the scripts
-work. Its numbers mean nothing, so it writes quick.md and quick.json to a temporary folder unless --results is
-given. --sizes gpu is what benchmarks/gpu.sh runs on a CUDA machine (training and generation, about 5 minutes);
-it writes gpu.md and gpu.json.
+--sizes standard (the default) gives the figures recorded in the docs page (training: vanilla and guided for the
+study's full 10,000 iterations, WGAN-GP for 2,500 scaled to 10,000) and writes latest.md and latest.json. --sizes
+quick runs tiny sizes to check that the scripts work. Its numbers mean nothing, so it writes quick.md and quick.json
+to a temporary folder unless --results is given. --sizes gpu is what benchmarks/gpu.sh runs on a CUDA machine
+(training and generation, about 5 minutes); it writes gpu.md and gpu.json.
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import _common
 
 STANDARD = {
-    "training": ["--iterations", "2500", "--bare-iterations", "2000", "--variants"],
+    "training": ["--iterations", "2500", "--full", "vanilla", "guided", "--bare-iterations", "2000", "--variants"],
     "generation": [],
     "evaluation": [],
     "memory": [],
@@ -44,6 +45,18 @@ GPU = {
 SIZES = {"standard": STANDARD, "quick": QUICK, "gpu": GPU}
 TITLES = {"training": "Training", "generation": "Generation", "evaluation": "Evaluation", "memory": "Memory"}
 BUSY_LOAD = 1.0  # a one-minute load average above this means other work shared the cores
+SETTLE_SECONDS = 90  # maximum wait for the load of the previous benchmark to decay before the next one starts
+
+
+def wait_for_settled_load(limit: float = SETTLE_SECONDS, poll: float = 5.0) -> float:
+    "Wait until the one-minute load average is at most BUSY_LOAD, or `limit` seconds; returns the seconds waited."
+    # The one-minute average decays over about a minute, so right after a benchmark it still counts that
+    # benchmark's own threads. Waiting lets the next start value tell other work apart from our own.
+    waited = 0.0
+    while os.getloadavg()[0] > BUSY_LOAD and waited < limit:
+        time.sleep(poll)
+        waited += poll
+    return waited
 
 
 def run_benchmark(name: str, arguments: list[str], folder: Path) -> dict:
@@ -51,7 +64,8 @@ def run_benchmark(name: str, arguments: list[str], folder: Path) -> dict:
     script = _common.BENCHMARKS / f"bench_{name}.py"
     output = folder / f"{name}.json"
     command = [sys.executable, str(script), *arguments, "--json", str(output)]
-    print(f"running: {shlex.join(command[1:])}", flush=True)
+    waited = wait_for_settled_load()
+    print(f"running: {shlex.join(command[1:])} (after waiting {waited:.0f} s for the load to settle)", flush=True)
     child = subprocess.run(command, text=True, capture_output=True)
     if child.returncode != 0:
         print(child.stderr[-5000:], file=sys.stderr)
@@ -81,9 +95,11 @@ def markdown(report: dict) -> str:
         "",
     ]
     if max(loads) > BUSY_LOAD:
-        lines += [f"> **Shared machine.** The load average was above {BUSY_LOAD:g} during this run, so other work "
-                  f"competed for the {machine['cores']} core(s): the times are noisy and mostly too slow, and ratios "
-                  "between runs made minutes apart are uncertain. Rerun on a quiet machine before quoting them.", ""]
+        lines += [f"> **Load.** A one-minute load average above {BUSY_LOAD:g} was seen at the start of the command "
+                  "or of a benchmark. That average decays over about a minute, so it can still count the threads of "
+                  f"the benchmark before. It can also mean that other work shared the {machine['cores']} core(s), "
+                  "and the times are then noisy and too slow. Ratios between runs made minutes apart are uncertain; "
+                  "rerun on a quiet machine before quoting them.", ""]
     if report.get("updated"):
         updated = report["updated"]
         lines += [f"> **Partly rerun.** The last command reran {', '.join(updated['rerun'])}; other sections come from "

@@ -59,7 +59,7 @@ def test_full_size_fit_separates_shifted_muons(data):
     assert np.argmax(shifted_importances) == 5  # pz, the shifted feature
 
 
-def test_markdown_flags_shared_machine():
+def test_markdown_flags_high_load():
     machine = {"cpu": "test CPU", "cores": 2, "gpus": [], "platform": "linux", "versions": {"numpy": "2"},
                "load_average": [3.5, 1.0, 1.0]}
     report = {"command": "python benchmarks/run_all.py", "date": "2026-01-01T00:00:00+00:00", "machine": machine,
@@ -69,12 +69,21 @@ def test_markdown_flags_shared_machine():
                                          "table": "| a |\n|---|\n| 1 |"}}}
     page = run_all.markdown(report)
     assert "test CPU, 2 usable core(s)" in page
-    assert "Shared machine" in page
+    assert "**Load.**" in page
     assert "| a |" in page
     assert "load average 3.50 at the start and 2.50 at the end" in page
     quiet = {**machine, "load_average": [0.2, 0.1, 0.1]}
     report["machine"] = report["results"]["evaluation"]["machine"] = quiet
-    assert "Shared machine" not in run_all.markdown(report)
+    assert "**Load.**" not in run_all.markdown(report)
+
+
+def test_wait_for_settled_load(monkeypatch):
+    loads = iter([3.0, 2.0, 0.5])
+    monkeypatch.setattr(run_all.os, "getloadavg", lambda: (next(loads), 1.0, 1.0))
+    monkeypatch.setattr(run_all.time, "sleep", lambda seconds: None)
+    assert run_all.wait_for_settled_load(limit=60, poll=5) == 10
+    monkeypatch.setattr(run_all.os, "getloadavg", lambda: (3.0, 1.0, 1.0))
+    assert run_all.wait_for_settled_load(limit=12, poll=5) == 15  # gives up once the limit is passed
 
 
 def test_markdown_table_layout():
