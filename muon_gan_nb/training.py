@@ -70,10 +70,11 @@ def package_versions() -> dict:
 
 # %% ../nbs/06_training.ipynb #6f2d02f4
 def _without_autotune(dataset: tf.data.Dataset) -> tf.data.Dataset:
-    "The dataset with tf.data's autotuning thread switched off."
-    # That thread sleeps 10 ms, then 20, 40, ... between passes, and `fit` returns only when it next wakes:
-    # a 1,000-step fit that trained in 2.6 s returned after 5.1 s, a 10.2 s one after 20.5 s (TF 2.21).
-    # Batches here have fixed sizes and no tunable parallelism, so the thread has nothing to tune.
+    "Switch off tf.data's autotuning thread for `dataset`, whose waits delay the end of `fit`."
+    # That thread sleeps 10 ms, then 20, 40, ... between passes, and `fit` returns only when it next wakes.
+    # With TF 2.21 on 2 CPU cores, a 1,000-step fit that trained in 2.8 s returned after 5.1 s, and fits
+    # returned 5.1 s or 10.2 s after they began, the sums of those sleeps. These batches have fixed sizes
+    # and no tunable parallelism, so the thread has nothing to tune.
     options = tf.data.Options()
     options.autotune.enabled = False
     return dataset.with_options(options)
@@ -247,7 +248,7 @@ def stream_batches(files: Sequence[Path],  # SHiP .npy files, in the order used 
             pass_index += 1
 
     signature = tf.TensorSpec((rows, len(FEATURES)), tf.float32)
-    # Four batches read ahead: the next file is read while these train.
+    # Reading four batches ahead lets the Python generator run while the graph trains.
     return _without_autotune(tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(4))
 
 # %% ../nbs/06_training.ipynb #eed769a7
