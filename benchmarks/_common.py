@@ -40,7 +40,9 @@ def usable_cores() -> int:
 def gpu_names() -> list[str]:
     "Names of the GPUs TensorFlow sees; empty on a CPU-only machine."
     import tensorflow as tf
-    return [device.name for device in tf.config.list_logical_devices("GPU")]
+    # Physical, not logical, devices: listing logical ones starts TensorFlow, which then keeps its default
+    # thread pools instead of the library's (muon_gan_nb.models.configure_cpu_threads).
+    return [device.name for device in tf.config.list_physical_devices("GPU")]
 
 
 def package_versions() -> dict[str, str]:

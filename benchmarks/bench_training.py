@@ -3,6 +3,11 @@
 Usage: python benchmarks/bench_training.py [--iterations 10000] [--models vanilla wgan-gp guided]
                                            [--bare-iterations 2000] [--json PATH]
 
+Every measurement runs in a fresh Python process, one after the other. Ours runs with the library's TensorFlow
+thread pools (one thread per operation, one operation per core at once; `muon_gan_nb.models.configure_cpu_threads`),
+the reference with TensorFlow's defaults, as the study's scripts ran. With --variants, two more processes show
+what the thread setting alone does: ours with TensorFlow's defaults, and the reference with the library's setting.
+
 End to end: N iterations at the default architecture and batch 100, with the study's evaluation cadence. That is
 an XGBoost test on 100,000 real + 100,000 generated muons every 250 iterations and, for guided training, an
 importance refresh every 50. Ours is
@@ -17,6 +22,11 @@ and at most 1.3x our vanilla; bare steps at least 1.5x the per-step reference.
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -26,6 +36,9 @@ STUDY_ITERATIONS = 10_000
 MODELS = ("vanilla", "wgan-gp", "guided")
 TARGETS = {"vanilla_end_to_end_speedup": 4.0, "guided_end_to_end_speedup": 10.0,
            "guided_over_vanilla_time": 1.3, "bare_step_speedup": 1.5}
+THREAD_LABELS = {"library": "1 per operation, 1 operation per core", "tensorflow": "TensorFlow's defaults"}
+BARE_REPEATS = 3  # timed runs of the bare step in one process; their median is reported
+THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")  # read by TensorFlow when it starts
 
 
 def prepare_data(copies: int = 3, seed: int = 0) -> dict:
@@ -71,7 +84,21 @@ def reference_end_to_end(model: str, data: dict, iterations: int, eval_every: in
             "importance_refreshes": len(trainer.refreshes)}
 
 
-def ours_bare(model: str, data: dict, iterations: int, steps_per_execution: int = 25, jit_compile="auto") -> dict:
+def _timed_repeats(run, iterations: int, repeats: int) -> dict:
+    "Time `run()` (which makes `iterations` iterations) `repeats` times; the median run gives the rate."
+    runs = []
+    for _ in range(repeats):
+        with _common.stopwatch() as timing:
+            run()
+        runs.append(timing)
+    median = statistics.median(run["seconds"] for run in runs)
+    return {"seconds": median, "cpu_seconds": statistics.median(run["cpu_seconds"] for run in runs),
+            "runs_seconds": [run["seconds"] for run in runs], "iterations": iterations,
+            "iterations_per_second": iterations / median}
+
+
+def ours_bare(model: str, data: dict, iterations: int, steps_per_execution: int = 25, jit_compile="auto",
+              repeats: int = BARE_REPEATS) -> dict:
     "Iterations per second of MuonGAN.fit on in-graph sampled batches, no callbacks, after a warm-up call."
     from muon_gan_nb.models import make_gan
     from muon_gan_nb.training import sample_batches
@@ -82,23 +109,63 @@ def ours_bare(model: str, data: dict, iterations: int, steps_per_execution: int 
     batches = sample_batches(data["train_scaled"], rows, seed=0)
     gan.fit(batches, steps_per_epoch=2 * steps_per_execution, epochs=1, verbose=0, shuffle=False)  # trace
     iterations = max(steps_per_execution, iterations // steps_per_execution * steps_per_execution)
-    with _common.stopwatch() as timing:
-        gan.fit(batches, steps_per_epoch=iterations, epochs=1, verbose=0, shuffle=False)
-    return {**timing, "iterations": iterations, "steps_per_execution": steps_per_execution,
-            "jit_compile": str(jit_compile), "iterations_per_second": iterations / timing["seconds"]}
+    timing = _timed_repeats(lambda: gan.fit(batches, steps_per_epoch=iterations, epochs=1, verbose=0, shuffle=False),
+                            iterations, repeats)
+    return {**timing, "steps_per_execution": steps_per_execution, "jit_compile": str(jit_compile)}
 
 
-def reference_bare(model: str, data: dict, iterations: int) -> dict:
+def reference_bare(model: str, data: dict, iterations: int, repeats: int = BARE_REPEATS) -> dict:
     "Iterations per second of the per-step reference loop without evaluation, after a few warm-up steps."
     from reference_loop import ReferenceTrainer
 
     trainer = ReferenceTrainer(model, data["train_scaled"], data["heldout_physical"], data["scaler"])
     for _ in range(5):
         trainer.step()
-    with _common.stopwatch() as timing:
+
+    def run():
         for _ in range(iterations):
             trainer.step()
-    return {**timing, "iterations": iterations, "iterations_per_second": iterations / timing["seconds"]}
+    return _timed_repeats(run, iterations, repeats)
+
+
+MEASUREMENTS = {"ours_end_to_end": ours_end_to_end, "reference_end_to_end": reference_end_to_end,
+                "ours_bare": ours_bare, "reference_bare": reference_bare}
+
+
+def thread_environment(threads: str) -> dict:
+    "Environment of a measuring process: 'library' leaves the pools to muon_gan_nb, 'tensorflow' keeps TF's defaults."
+    environment = {name: value for name, value in os.environ.items() if name not in THREAD_VARIABLES}
+    if threads == "tensorflow":
+        environment.update({name: "0" for name in THREAD_VARIABLES})  # 0: TensorFlow chooses
+    elif threads != "library":
+        raise ValueError(f"threads must be 'library' or 'tensorflow', got {threads!r}")
+    return environment
+
+
+def measure(kind: str, threads: str, **options) -> dict:
+    "Run one measurement (a key of MEASUREMENTS) in a fresh Python process with the given thread pools."
+    with tempfile.TemporaryDirectory(prefix="bench-training-") as folder:
+        output = Path(folder) / "result.json"
+        request = {"kind": kind, "options": options, "folder": folder}
+        child = subprocess.run([sys.executable, __file__, "--measure", json.dumps(request), "--json", str(output)],
+                               env=thread_environment(threads), text=True, capture_output=True)
+        if child.returncode != 0:
+            raise RuntimeError(f"measuring {kind} {options} failed:\n{child.stderr[-3000:]}")
+        return {**json.loads(output.read_text()), "threads": threads}
+
+
+def _measure_here(request: dict) -> dict:
+    "Inside the child: prepare the data, take the measurement, and note the thread pools TensorFlow ran with."
+    import tensorflow as tf
+
+    _common.quiet_logging()
+    options = dict(request["options"])
+    if request["kind"] == "ours_end_to_end":
+        options["folder"] = Path(request["folder"])
+    result = MEASUREMENTS[request["kind"]](data=prepare_data(), **options)
+    # 0 means TensorFlow's default: one thread per core in each pool.
+    return {**result, "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+            "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads()}
 
 
 def _per_study_run(entry: dict) -> float:
@@ -162,7 +229,7 @@ def table(result: dict) -> str:
                           f"{1000 / reference['iterations_per_second']:.2f}", f"{entry['speedup']:.2f}x",
                           f"{cpu_speedup:.2f}x", f"{ours['iterations']:,} / {reference['iterations']:,}"])
     bare = _common.markdown_table(["model", "ours, ms per iteration", "reference, ms per iteration", "speedup",
-                                   "speedup in CPU time", "iterations timed ours / ref."], bare_rows)
+                                   "speedup in CPU time", "iterations per timed run, ours / ref."], bare_rows)
     breakdown = [f"{model} {entry['ours']['evaluation_seconds']:.0f} s in evaluations, "
                  f"{entry['ours']['refresh_seconds']:.0f} s in refreshes"
                  for model, entry in result["end_to_end"].items() if "evaluation_seconds" in entry["ours"]]
@@ -170,10 +237,13 @@ def table(result: dict) -> str:
         end_to_end += ("\n\nOf our measured (unscaled) times: " + "; ".join(breakdown) + ".")
     variants = ""
     if result.get("variants"):
-        variant_rows = [[entry["model"], entry["steps_per_execution"], entry["jit_compile"],
+        variant_rows = [[entry.get("loop", "ours"), entry["model"], entry.get("steps_per_execution", "1 (per call)"),
+                         entry.get("jit_compile", ""), THREAD_LABELS[entry.get("threads", "library")],
                          f"{1000 / entry['iterations_per_second']:.2f}"] for entry in result["variants"]]
-        variants = "\n\nOur bare step with other execution options:\n\n" + _common.markdown_table(
-            ["model", "steps_per_execution", "jit_compile", "ms per iteration"], variant_rows)
+        variants = ("\n\nOther execution options, each in its own process (the rows above: ours with 25 steps per "
+                    "call, no XLA and the library's threads; the reference with TensorFlow's threads):\n\n"
+                    + _common.markdown_table(["loop", "model", "steps_per_execution", "jit_compile",
+                                              "TensorFlow threads", "ms per iteration"], variant_rows))
 
     checks = _common.markdown_table(["check", "measured", "target", "verdict"], result["summary"]["checks"])
     note = ("Runs shorter than 10,000 iterations are scaled linearly. Fixed costs (graph tracing, our final "
@@ -199,33 +269,40 @@ def main(argv=None) -> dict:
                         help="also time our bare vanilla step with other steps_per_execution and jit_compile values")
     parser.add_argument("--skip-end-to-end", action="store_true", help="time only the bare steps")
     parser.add_argument("--json", default=None, help="write the result as JSON to this file")
+    parser.add_argument("--measure", default=None, help=argparse.SUPPRESS)  # one measurement, run by `measure`
     args = parser.parse_args(argv)
+
+    if args.measure:
+        _common.write_result(_measure_here(json.loads(args.measure)), args.json)
+        return {}
 
     _common.quiet_logging()
     result = {"benchmark": "training", "machine": _common.machine(), "date": _common.now(),
               "iterations": args.iterations, "full_models": args.full, "eval_every": args.eval_every,
               "eval_size": args.eval_size, "refresh_every": args.refresh_every, "end_to_end": {}, "bare": {}, "variants": []}
-    data = prepare_data()
 
     for model in args.models:
         # A WGAN-GP iteration makes 5 critic updates, so it times a fifth of the iterations.
         iterations = args.bare_iterations // 5 if model == "wgan-gp" else args.bare_iterations
-        result["bare"][model] = {"ours": ours_bare(model, data, iterations),
-                                 "reference": reference_bare(model, data, iterations)}
+        result["bare"][model] = {"ours": measure("ours_bare", "library", model=model, iterations=iterations),
+                                 "reference": measure("reference_bare", "tensorflow", model=model,
+                                                      iterations=iterations)}
     if args.variants:
-        for steps, jit in ((1, "auto"), (100, "auto"), (25, True)):
-            result["variants"].append({"model": "vanilla", **ours_bare("vanilla", data, args.bare_iterations,
-                                                                      steps, jit)})
+        for steps, jit, threads in ((1, "auto", "library"), (100, "auto", "library"), (25, True, "library"),
+                                    (25, "auto", "tensorflow")):
+            result["variants"].append({"loop": "ours", "model": "vanilla", **measure(
+                "ours_bare", threads, model="vanilla", iterations=args.bare_iterations, steps_per_execution=steps,
+                jit_compile=jit)})
+        result["variants"].append({"loop": "reference", "model": "vanilla", **measure(
+            "reference_bare", "library", model="vanilla", iterations=args.bare_iterations)})
 
     if not args.skip_end_to_end:
-        with tempfile.TemporaryDirectory(prefix="bench-training-") as folder:
-            for model in args.models:
-                iterations = STUDY_ITERATIONS if model in args.full else args.iterations
-                result["end_to_end"][model] = {
-                    "ours": ours_end_to_end(model, data, iterations, args.eval_every, args.eval_size,
-                                            args.refresh_every, Path(folder)),
-                    "reference": reference_end_to_end(model, data, iterations, args.eval_every,
-                                                      args.eval_size, args.refresh_every)}
+        for model in args.models:
+            iterations = STUDY_ITERATIONS if model in args.full else args.iterations
+            settings = {"model": model, "iterations": iterations, "eval_every": args.eval_every,
+                        "eval_size": args.eval_size, "refresh_every": args.refresh_every}
+            result["end_to_end"][model] = {"ours": measure("ours_end_to_end", "library", **settings),
+                                           "reference": measure("reference_end_to_end", "tensorflow", **settings)}
 
     result["summary"] = summarise(result)
     return _common.finish(result, table, args.json)

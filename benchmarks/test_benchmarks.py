@@ -89,3 +89,15 @@ def test_wait_for_settled_load(monkeypatch):
 def test_markdown_table_layout():
     table = _common.markdown_table(["a", "b"], [[1, 2]])
     assert table.splitlines() == ["| a | b |", "|---|---|", "| 1 | 2 |"]
+
+
+def test_measure_gives_each_side_its_thread_pools():
+    # Each side runs in its own process: ours with the library's pools, the reference with TensorFlow's.
+    ours = bench_training.measure("ours_bare", "library", model="vanilla", iterations=50, repeats=2)
+    reference = bench_training.measure("reference_bare", "tensorflow", model="vanilla", iterations=10, repeats=1)
+    assert (ours["intra_op_threads"], ours["inter_op_threads"]) == (1, _common.usable_cores())
+    assert (reference["intra_op_threads"], reference["inter_op_threads"]) == (0, 0)
+    assert ours["iterations"] == 50 and len(ours["runs_seconds"]) == 2
+    assert ours["seconds"] == np.median(ours["runs_seconds"])
+    with pytest.raises(ValueError, match="threads must be"):
+        bench_training.thread_environment("two")

@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 __all__ = ['logger', 'FEATURES', 'FEATURE_UNITS', 'SHIP_COLUMNS', 'MUON_PDG', 'ORIGINS', 'SUPPORTED_SUFFIXES', 'FAIRSHIP_TREE',
            'FAIRSHIP_BRANCHES', 'FAIRSHIP_REQUIRED', 'TABLE_REQUIRED', 'TABLE_DEFAULTS', 'CM_PER_METRE',
            'DEFAULT_SAMPLE', 'MuonSample', 'InvalidInputError', 'atomic_write', 'json_safe', 'write_json',
-           'iter_muon_chunks', 'load_muons', 'MuonWriter', 'write_muons', 'load_default_sample',
+           'usable_cores', 'iter_muon_chunks', 'load_muons', 'MuonWriter', 'write_muons', 'load_default_sample',
            'default_sample_settings']
 
 # %% ../nbs/00_data.ipynb #5ea14c1a
@@ -182,6 +182,13 @@ def write_json(path: str | Path,  # destination file
     with atomic_write(path) as temporary:
         temporary.write_text(text + "\n")
     return path
+
+# %% ../nbs/00_data.ipynb #89b3c732
+def usable_cores() -> int:
+    "Number of CPU cores this process may run on (its CPU affinity where the system reports one)."
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 # %% ../nbs/00_data.ipynb #b77e9174
 SUPPORTED_SUFFIXES = (".npy", ".npz", ".root", ".parquet", ".csv")  # extensions load_muons reads

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -19,9 +18,9 @@ import scipy.stats
 import xgboost
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import auc as curve_area, roc_curve
 
-from .data import FEATURE_UNITS, FEATURES, MUON_PDG, InvalidInputError, MuonSample, json_safe
+from .data import FEATURE_UNITS, FEATURES, MUON_PDG, InvalidInputError, MuonSample, json_safe, usable_cores
 
 logger = logging.getLogger(__name__)
 
@@ -36,13 +35,6 @@ CLASSIFIER_DEFAULTS = {"n_estimators": 100, "max_depth": 3, "learning_rate": 0.1
 IMPORTANCE_TYPE = "gain"  # XGBoost importance type used everywhere here: mean loss reduction per split
 
 # %% ../nbs/03_evaluation.ipynb #b91eb0d9
-def _usable_cores() -> int:
-    "Number of CPU cores this process may run on."
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 def _classifier_settings(seed: int, options: dict) -> tuple[dict, int]:
     "Translate the classifier options into native XGBoost parameters and a number of boosting rounds."
     settings = {**CLASSIFIER_DEFAULTS, **options}
@@ -51,7 +43,7 @@ def _classifier_settings(seed: int, options: dict) -> tuple[dict, int]:
         raise InvalidInputError(f"n_estimators={rounds!r} is invalid: use a positive whole number of trees")
     threads = settings.pop("n_jobs", None)
     params = {"objective": "binary:logistic", "eval_metric": "auc", "seed": seed,
-              "nthread": threads if threads is not None and threads > 0 else _usable_cores()}
+              "nthread": threads if threads is not None and threads > 0 else usable_cores()}
     params["eta"] = settings.pop("learning_rate")
     params.update(settings)
     return params, int(rounds)
@@ -98,8 +90,9 @@ def _classifier_test(real_features: np.ndarray, generated_features: np.ndarray, 
         real_features, generated_features, rng)
     booster = _fit_classifier(train_features, train_labels, params, rounds, feature_names)
     probabilities = booster.inplace_predict(test_features).astype(np.float64)
-    return {"labels": test_labels, "probabilities": probabilities,
-            "auc": float(roc_auc_score(test_labels, probabilities)),
+    # One ROC curve serves the AUC and the plots (roc_auc_score would compute the same curve again).
+    fpr, tpr, _ = roc_curve(test_labels, probabilities)
+    return {"labels": test_labels, "probabilities": probabilities, "fpr": fpr, "tpr": tpr, "auc": float(curve_area(fpr, tpr)),
             "importances": _gain_importances(booster, feature_names), "params": params, "rounds": rounds}
 
 # %% ../nbs/03_evaluation.ipynb #2e35720b
@@ -381,7 +374,7 @@ def evaluate_fidelity(real: MuonSample,  # held-out real muons, never trained on
     test = _classifier_test(real_used.features[:, columns], generated_used.features[:, columns], names,
                             seed, xgb_options)
     labels, probabilities = test["labels"], test["probabilities"]
-    fpr, tpr, _ = roc_curve(labels, probabilities)
+    fpr, tpr = test["fpr"], test["tpr"]
     correct = int(((probabilities > 0.5) == (labels == 1)).sum())
     report = FidelityReport(
         auc=test["auc"], floor_auc=None, accuracy=correct / len(labels), fpr=fpr, tpr=tpr,
@@ -440,7 +433,7 @@ def _add_floor(report: FidelityReport, real: MuonSample, reference: MuonSample |
         report.floor_source = "reference sample"
     floor_test = _classifier_test(first[:, columns], second[:, columns], names, seed + 1, xgb_options)
     report.floor_auc, report.n_floor = floor_test["auc"], size
-    report.floor_fpr, report.floor_tpr, _ = roc_curve(floor_test["labels"], floor_test["probabilities"])
+    report.floor_fpr, report.floor_tpr = floor_test["fpr"], floor_test["tpr"]
     if bootstrap:
         aucs = bootstrap_auc(floor_test["labels"], floor_test["probabilities"], resamples=bootstrap, seed=seed)
         report.floor_auc_interval = _interval(aucs, report.confidence_level)

@@ -8,19 +8,60 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
-from typing import Callable
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from .data import FEATURES, InvalidInputError
+from .data import FEATURES, InvalidInputError, usable_cores
 
 logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['logger', 'GAN_MODELS', 'build_generator', 'build_discriminator', 'register_gan', 'FusedAdam', 'MuonGAN', 'VanillaGAN',
-           'WGANGP', 'make_gan']
+__all__ = ['logger', 'THREAD_VARIABLES', 'GAN_MODELS', 'configure_cpu_threads', 'run_in_threads', 'build_generator',
+           'build_discriminator', 'register_gan', 'FusedAdam', 'MuonGAN', 'VanillaGAN', 'WGANGP', 'make_gan']
+
+# %% ../nbs/02_models.ipynb #4562808a
+THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")  # set by the user: their choice stands
+
+
+def configure_cpu_threads(intra_op: int = 1,  # threads that share one operation
+                          inter_op: int | None = None,  # operations run at once; None: one per usable core
+                          ) -> bool:
+    "Size TensorFlow's CPU thread pools for small networks; False (pools unchanged) once TensorFlow has started."
+    inter_op = usable_cores() if inter_op is None else inter_op
+    for name, value in (("intra_op", intra_op), ("inter_op", inter_op)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise InvalidInputError(f"{name} must be a positive number of threads, got {value!r}")
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(int(intra_op))
+        tf.config.threading.set_inter_op_parallelism_threads(int(inter_op))
+    except RuntimeError:  # TensorFlow has already created its thread pools
+        logger.info("TensorFlow has already started; its thread pools stay at %d thread(s) per operation and "
+                    "%d operation(s) at once", tf.config.threading.get_intra_op_parallelism_threads(),
+                    tf.config.threading.get_inter_op_parallelism_threads())
+        return False
+    return True
+
+
+def run_in_threads(function: Callable,  # called once per item; TensorFlow work in it runs without the GIL
+                   items: Iterable,  # the arguments, one per call
+                   ) -> list:
+    "`[function(item) for item in items]`, spread over one Python thread per usable core, results in order."
+    items = list(items)
+    workers = min(usable_cores(), len(items))
+    if workers <= 1:
+        return [function(item) for item in items]
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(function, items))
+
+
+if not any(os.environ.get(name) for name in THREAD_VARIABLES):
+    configure_cpu_threads()
 
 # %% ../nbs/02_models.ipynb #2c86f232
 def _check_widths(hidden, name: str) -> tuple[int, ...]:
@@ -366,10 +407,14 @@ class MuonGAN(keras.Model):
             self._generation_function = tf.function(
                 self._generate_chunk, input_signature=[tf.TensorSpec([], tf.int32), tf.TensorSpec([2], tf.int64)])
         features = np.empty((n, self.n_features), np.float32)
-        for chunk, start in enumerate(range(0, n, batch_size)):
+
+        def fill(chunk: int):  # chunk k holds rows [k * batch_size, ...) and its noise seed is (seed, k)
+            start = chunk * batch_size
             count = min(batch_size, n - start)
             features[start:start + count] = self._generation_function(
                 tf.constant(count, tf.int32), tf.constant([seed, chunk], tf.int64)).numpy()
+
+        run_in_threads(fill, range(math.ceil(n / batch_size)))
         return features
 
 # %% ../nbs/02_models.ipynb #60dc07ca

@@ -21,7 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .data import (FEATURES, InvalidInputError, MuonSample, atomic_write, json_safe, load_default_sample,
-                              load_muons)
+                              load_muons, usable_cores)
 
 logger = logging.getLogger(__name__)
 
@@ -559,10 +559,9 @@ def load_study(path: str | Path,  # a report folder written by `run_study`, or i
 # %% ../nbs/12_study.ipynb #f3bb13e4
 def _environment(command: str | None) -> dict:
     from muon_gan_nb.training import package_versions
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {"command": command, "started": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
             "platform": platform.platform(), "machine": platform.machine(), "processor": platform.processor(),
-            "cpu_count": cores, "load_start": [round(value, 2) for value in os.getloadavg()],
+            "cpu_count": usable_cores(), "load_start": [round(value, 2) for value in os.getloadavg()],
             "versions": package_versions()}
 
 

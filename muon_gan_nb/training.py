@@ -29,6 +29,7 @@ from .data import (FEATURES, MUON_PDG, InvalidInputError, MuonSample, atomic_wri
                               load_default_sample, load_muons)
 from .features import (TRANSFORMS, FeatureTransform, load_transform, make_transform,
                                   prepare_training_features, save_transform)
+from .models import run_in_threads  # also sizes TensorFlow's thread pools, before it starts
 from .preprocessing import MuonScaler
 
 logger = logging.getLogger(__name__)
@@ -275,8 +276,8 @@ class _BlockGenerator:
     def features(self, start: int, count: int, seed: int) -> np.ndarray:
         "Scaled features of rows [start, start + count) of the stream seeded by `seed`."
         first, last = start // self.block, (start + count - 1) // self.block
-        parts = [self._scaled_block(tf.constant([seed, block], tf.int64)).numpy()
-                 for block in range(first, last + 1)]
+        parts = run_in_threads(lambda block: self._scaled_block(tf.constant([seed, block], tf.int64)).numpy(),
+                               range(first, last + 1))
         offset = start - first * self.block
         return np.concatenate(parts)[offset:offset + count]
 

@@ -260,3 +260,17 @@ def test_default_sample_held_out_halves_match():
     report = evaluate_fidelity(first, second, n=20_000, bootstrap=50, mmd_blocks=5)
     assert abs(report.auc - 0.5) < 0.03
     assert report.prompt_fraction_real == pytest.approx(report.prompt_fraction_generated, abs=0.02)
+
+
+def test_auc_and_roc_curves_are_sklearns(shifted_report, real):
+    # The AUC is the area under the one ROC curve the report stores, equal to roc_auc_score to the last bit,
+    # for the generated muons and for the real-versus-real floor.
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    labels = np.r_[np.zeros(len(shifted_report.proba_real)), np.ones(len(shifted_report.proba_generated))]
+    scores = np.r_[shifted_report.proba_real, shifted_report.proba_generated]
+    assert shifted_report.auc == roc_auc_score(labels, scores)
+    fpr, tpr, _ = roc_curve(labels, scores)
+    np.testing.assert_array_equal(shifted_report.fpr, fpr)
+    np.testing.assert_array_equal(shifted_report.tpr, tpr)
+    assert shifted_report.floor_fpr is not None and 0.4 < shifted_report.floor_auc < 0.6

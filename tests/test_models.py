@@ -131,3 +131,56 @@ def test_weights_as_dataset_pairs(gaussian_muons):
     history = model.fit(dataset, steps_per_epoch=8, epochs=1, shuffle=False, verbose=0)
     assert int(model.generator_optimizer.iterations) == 8
     assert np.isfinite(history.history["discriminator_loss"][0])
+
+
+def test_generation_does_not_depend_on_thread_count(monkeypatch):
+    import muon_gan_nb.models as models
+    from muon_gan_nb.preprocessing import MuonScaler
+    from muon_gan_nb.training import TrainedRun
+
+    model = make_gan("vanilla", seed=0)
+    run = TrainedRun(model, MuonScaler().fit(np.random.default_rng(0).normal(size=(100, 6))),
+                     {"mu_plus_fraction": 0.5}, {}, None)
+    outputs = {}
+    for workers in (4, 1):  # four Python threads, then the plain loop
+        monkeypatch.setattr(models, "usable_cores", lambda: workers)
+        outputs[workers] = (model.generate_scaled(25_000, batch_size=4_000, seed=3),
+                            run.generate_range(5_000, 31_000, seed=3).features)
+    for threaded, sequential in zip(outputs[4], outputs[1]):
+        np.testing.assert_array_equal(threaded, sequential)
+    assert outputs[4][0].std() > 0
+
+
+_TRAIN_AND_HASH = """
+import hashlib, numpy as np
+from muon_gan_nb.models import make_gan
+from muon_gan_nb.training import sample_batches
+import tensorflow as tf
+gan = make_gan("vanilla", seed=0)
+gan.compile(steps_per_execution=25)
+real = np.random.default_rng(0).uniform(-1, 1, (5_000, 6)).astype(np.float32)
+gan.fit(sample_batches(real, 100, seed=0), steps_per_epoch=100, epochs=1, verbose=0)
+digest = hashlib.sha256()
+for weight in gan.get_weights():
+    digest.update(np.ascontiguousarray(weight).tobytes())
+digest.update(gan.generate_scaled(30_000, batch_size=10_000, seed=1).tobytes())
+print(tf.config.threading.get_intra_op_parallelism_threads(), digest.hexdigest())
+"""
+
+
+def test_thread_pools_leave_training_and_generation_unchanged():
+    # The library's pools (one thread per operation) against TensorFlow's defaults, each in a fresh process:
+    # the same 100 vanilla steps at the study's architecture and batch, and the same generated muons, bit for bit.
+    import os
+    import subprocess
+    import sys
+
+    from muon_gan_nb.models import THREAD_VARIABLES
+    lines = {}
+    for label, value in (("library", ""), ("tensorflow", "0")):
+        environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **{name: value for name in THREAD_VARIABLES}}
+        child = subprocess.run([sys.executable, "-c", _TRAIN_AND_HASH], capture_output=True, text=True, check=True,
+                               env=environment)
+        lines[label] = child.stdout.split()[-2:]
+    assert lines["library"][0] == "1" and lines["tensorflow"][0] == "0"
+    assert lines["library"][1] == lines["tensorflow"][1]
