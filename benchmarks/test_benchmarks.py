@@ -97,7 +97,8 @@ def test_measure_gives_each_side_its_thread_pools():
     reference = bench_training.measure("reference_bare", "tensorflow", model="vanilla", iterations=10, repeats=1)
     assert (ours["intra_op_threads"], ours["inter_op_threads"]) == (1, _common.usable_cores())
     assert (reference["intra_op_threads"], reference["inter_op_threads"]) == (0, 0)
-    assert ours["iterations"] == 50 and len(ours["runs_seconds"]) == 2
+    assert ours["iterations"] == 50
+    assert len(ours["runs_seconds"]) == 2
     assert ours["seconds"] == np.median(ours["runs_seconds"])
     with pytest.raises(ValueError, match="threads must be"):
         bench_training.thread_environment("two")

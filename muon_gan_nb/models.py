@@ -26,7 +26,7 @@ __all__ = ['logger', 'THREAD_VARIABLES', 'GAN_MODELS', 'configure_cpu_threads', 
            'build_discriminator', 'register_gan', 'FusedAdam', 'MuonGAN', 'VanillaGAN', 'WGANGP', 'make_gan']
 
 # %% ../nbs/02_models.ipynb #4562808a
-THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")  # set by the user: their choice stands
+THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")  # when the user sets one, theirs applies
 
 
 def configure_cpu_threads(intra_op: int = 1,  # threads that share one operation
@@ -408,7 +408,7 @@ class MuonGAN(keras.Model):
                 self._generate_chunk, input_signature=[tf.TensorSpec([], tf.int32), tf.TensorSpec([2], tf.int64)])
         features = np.empty((n, self.n_features), np.float32)
 
-        def fill(chunk: int):  # chunk k holds rows [k * batch_size, ...) and its noise seed is (seed, k)
+        def fill(chunk: int):  # chunk k contains rows [k * batch_size, ...) and its noise seed is (seed, k)
             start = chunk * batch_size
             count = min(batch_size, n - start)
             features[start:start + count] = self._generation_function(

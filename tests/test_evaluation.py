@@ -274,3 +274,15 @@ def test_auc_and_roc_curves_are_sklearns(shifted_report, real):
     np.testing.assert_array_equal(shifted_report.fpr, fpr)
     np.testing.assert_array_equal(shifted_report.tpr, tpr)
     assert shifted_report.floor_fpr is not None and 0.4 < shifted_report.floor_auc < 0.6
+
+
+def test_importance_fit_rejects_nan_in_used_muons(real):
+    # The fit checks the muons it draws: with n at least the sample size it draws them all.
+    generated = real.features[:1000].copy()
+    generated[:3, 1] = np.nan
+    with pytest.raises(InvalidInputError, match="generated_features has 3 muons with NaN"):
+        importance_fit(real.features[:1000], generated, n=1000)
+    with pytest.raises(InvalidInputError, match="real_features has 3 muons with NaN"):
+        importance_fit(generated, real.features[:1000], n=1000)
+    weights, auc = importance_fit(real.features[:1000], real.features[1000:2000], n=2)  # two muons of each class
+    assert weights.shape == (6,)
