@@ -263,8 +263,8 @@ def test_default_sample_held_out_halves_match():
 
 
 def test_auc_and_roc_curves_are_sklearns(shifted_report, real):
-    # The AUC is the area under the one ROC curve the report stores, equal to roc_auc_score to the last bit,
-    # for the generated muons and for the real-versus-real floor.
+    # The AUC is the area under the one ROC curve the report stores, equal to roc_auc_score to the last bit.
+    # The real-versus-real floor's curve comes from the same function and is stored beside it.
     from sklearn.metrics import roc_auc_score, roc_curve
 
     labels = np.r_[np.zeros(len(shifted_report.proba_real)), np.ones(len(shifted_report.proba_generated))]
