@@ -13,6 +13,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
+from muon_gan_nb.data import usable_cores  # noqa: F401  also used by the benchmark scripts as _common.usable_cores
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the tables
 
 BENCHMARKS = Path(__file__).resolve().parent
@@ -28,13 +30,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def usable_cores() -> int:
-    "Number of CPU cores this process may run on."
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def gpu_names() -> list[str]:

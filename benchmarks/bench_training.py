@@ -31,6 +31,7 @@ import tempfile
 from pathlib import Path
 
 import _common
+from muon_gan_nb.models import THREAD_VARIABLES  # the environment variables TensorFlow reads when it starts
 
 STUDY_ITERATIONS = 10_000
 MODELS = ("vanilla", "wgan-gp", "guided")
@@ -38,7 +39,6 @@ TARGETS = {"vanilla_end_to_end_speedup": 4.0, "guided_end_to_end_speedup": 10.0,
            "guided_over_vanilla_time": 1.3, "bare_step_speedup": 1.5}
 THREAD_LABELS = {"library": "1 per operation, 1 operation per core", "tensorflow": "TensorFlow's defaults"}
 BARE_REPEATS = 3  # timed runs of the bare step in one process; their median is reported
-THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")  # read by TensorFlow when it starts
 
 
 def prepare_data(copies: int = 3, seed: int = 0) -> dict:
@@ -279,7 +279,8 @@ def main(argv=None) -> dict:
     _common.quiet_logging()
     result = {"benchmark": "training", "machine": _common.machine(), "date": _common.now(),
               "iterations": args.iterations, "full_models": args.full, "eval_every": args.eval_every,
-              "eval_size": args.eval_size, "refresh_every": args.refresh_every, "end_to_end": {}, "bare": {}, "variants": []}
+              "eval_size": args.eval_size, "refresh_every": args.refresh_every, "end_to_end": {}, "bare": {},
+              "variants": []}
 
     for model in args.models:
         # A WGAN-GP iteration makes 5 critic updates, so it times a fifth of the iterations.

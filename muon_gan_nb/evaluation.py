@@ -92,7 +92,8 @@ def _classifier_test(real_features: np.ndarray, generated_features: np.ndarray, 
     probabilities = booster.inplace_predict(test_features).astype(np.float64)
     # One ROC curve serves the AUC and the plots (roc_auc_score would compute the same curve again).
     fpr, tpr, _ = roc_curve(test_labels, probabilities)
-    return {"labels": test_labels, "probabilities": probabilities, "fpr": fpr, "tpr": tpr, "auc": float(curve_area(fpr, tpr)),
+    return {"labels": test_labels, "probabilities": probabilities, "fpr": fpr, "tpr": tpr,
+            "auc": float(curve_area(fpr, tpr)),
             "importances": _gain_importances(booster, feature_names), "params": params, "rounds": rounds}
 
 # %% ../nbs/03_evaluation.ipynb #2e35720b

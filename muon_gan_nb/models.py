@@ -32,7 +32,7 @@ THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")  # when 
 def configure_cpu_threads(intra_op: int = 1,  # threads that share one operation
                           inter_op: int | None = None,  # operations run at once; None: one per usable core
                           ) -> bool:
-    "Size TensorFlow's CPU thread pools for small networks; False (pools unchanged) once TensorFlow has started."
+    "Size TensorFlow's CPU thread pools for small networks. Return False, pools unchanged, once TensorFlow has started."
     inter_op = usable_cores() if inter_op is None else inter_op
     for name, value in (("intra_op", intra_op), ("inter_op", inter_op)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -51,7 +51,7 @@ def configure_cpu_threads(intra_op: int = 1,  # threads that share one operation
 def run_in_threads(function: Callable,  # called once per item; TensorFlow work in it runs without the GIL
                    items: Iterable,  # the arguments, one per call
                    ) -> list:
-    "`[function(item) for item in items]`, spread over one Python thread per usable core, results in order."
+    "Call `function` on each item from one Python thread per usable core; return the results in the items' order."
     items = list(items)
     workers = min(usable_cores(), len(items))
     if workers <= 1:
