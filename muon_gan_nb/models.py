@@ -22,8 +22,9 @@ from .data import FEATURES, InvalidInputError, usable_cores
 logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['logger', 'THREAD_VARIABLES', 'GAN_MODELS', 'configure_cpu_threads', 'run_in_threads', 'build_generator',
-           'build_discriminator', 'register_gan', 'FusedAdam', 'MuonGAN', 'VanillaGAN', 'WGANGP', 'make_gan']
+__all__ = ['logger', 'THREAD_VARIABLES', 'PHILOX', 'NORMALS_PER_COUNTER', 'GAN_MODELS', 'configure_cpu_threads', 'run_in_threads',
+           'build_generator', 'build_discriminator', 'noise_in_slices', 'register_gan', 'FusedAdam', 'MuonGAN',
+           'VanillaGAN', 'WGANGP', 'make_gan']
 
 # %% ../nbs/02_models.ipynb #4562808a
 THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")  # when the user sets one, theirs applies
@@ -140,6 +141,37 @@ def build_discriminator(hidden: tuple[int, ...] = (250, 250, 50),  # widths of t
     score = keras.layers.Dense(1, activation=output_activation, kernel_initializer=_kernel_initializer(seeds[-1]),
                                name="score")(x)
     return keras.Model(features, score, name="discriminator" if output_activation else "critic")
+
+# %% ../nbs/02_models.ipynb #2cb683ed
+PHILOX = 1  # TensorFlow's number for Philox, the algorithm tf.random.stateless_normal uses on CPU and GPU
+NORMALS_PER_COUNTER = 4  # Gaussian values Philox makes from one step of its counter
+
+
+def noise_in_slices(rows,  # number of rows: an int or an integer scalar tensor
+                    noise_dim: int,  # noise values per row
+                    seed,  # shape [2] integer seed, as tf.random.stateless_normal takes it
+                    slices: int | None = None,  # row slices drawn independently; None: one per usable core
+                    ) -> tf.Tensor:
+    "`tf.random.stateless_normal((rows, noise_dim), seed)`, bit for bit, drawn in independent row slices."
+    slices = usable_cores() if slices is None else _check_positive_int(slices, "slices")
+    noise_dim = _check_positive_int(noise_dim, "noise_dim")
+    key, counter = tf.raw_ops.StatelessRandomGetKeyCounter(seed=seed)
+    rows = tf.cast(rows, tf.int64)
+    # Rows per slice, a multiple of NORMALS_PER_COUNTER: then every slice starts on a whole counter step
+    # whatever noise_dim is.
+    step = NORMALS_PER_COUNTER * slices
+    per_slice = (rows + step - 1) // step * NORMALS_PER_COUNTER
+    parts = []
+    for index in range(slices):
+        start = tf.minimum(index * per_slice, rows)
+        size = tf.minimum(per_slice, rows - start)
+        # The seed sets the low 64 bits of the 128-bit counter to zero, so adding the offset there never
+        # carries into the high half.
+        offset = tf.stack([start * noise_dim // NORMALS_PER_COUNTER, tf.constant(0, tf.int64)])
+        moved = tf.bitcast(tf.bitcast(counter, tf.int64) + offset, tf.uint64)
+        parts.append(tf.raw_ops.StatelessRandomNormalV2(shape=tf.stack([size, noise_dim]), key=key,
+                                                        counter=moved, alg=PHILOX))
+    return tf.concat(parts, axis=0)
 
 # %% ../nbs/02_models.ipynb #6fe4172a
 GAN_MODELS: dict[str, type] = {}  # model name (as `make_gan` takes it) -> MuonGAN subclass
@@ -389,7 +421,7 @@ class MuonGAN(keras.Model):
         return self.adjust_noise(self.sample_noise(n))
 
     def _generate_chunk(self, count, seed):
-        noise = tf.random.stateless_normal((count, self.noise_dim), seed=seed)
+        noise = noise_in_slices(count, self.noise_dim, seed)  # the stateless normals, drawn on every core
         return self.sampling_generator(self.adjust_noise(noise), training=False)
 
     def generate_scaled(self,

@@ -29,7 +29,7 @@ from .data import (FEATURES, MUON_PDG, InvalidInputError, MuonSample, atomic_wri
                               load_default_sample, load_muons)
 from .features import (TRANSFORMS, FeatureTransform, load_transform, make_transform,
                                   prepare_training_features, save_transform)
-from .models import run_in_threads  # also sizes TensorFlow's thread pools, before it starts
+from .models import noise_in_slices, run_in_threads  # also sizes TensorFlow's thread pools, before it starts
 from .preprocessing import MuonScaler
 
 logger = logging.getLogger(__name__)
@@ -268,7 +268,7 @@ class _BlockGenerator:
 
         @tf.function(input_signature=[tf.TensorSpec([2], tf.int64)])
         def scaled_block(seed_pair):
-            noise = tf.random.stateless_normal([block, noise_dim], seed=seed_pair)
+            noise = noise_in_slices(block, noise_dim, seed_pair)  # the stateless normals, drawn on every core
             return generator(adjust_noise(noise), training=False)
 
         self._scaled_block = scaled_block
