@@ -101,7 +101,7 @@ def ours_bare(model: str, data: dict, iterations: int, steps_per_execution: int 
               repeats: int = BARE_REPEATS) -> dict:
     "Iterations per second of MuonGAN.fit on in-graph sampled batches, no callbacks, after a warm-up call."
     from muon_gan_nb.models import make_gan
-    from muon_gan_nb.training import sample_batches
+    from muon_gan_nb.batches import sample_batches
 
     gan = make_gan(model, seed=0)
     gan.compile(steps_per_execution=steps_per_execution, jit_compile=jit_compile)

@@ -12,7 +12,7 @@ from typing import Sequence
 import keras
 import numpy as np
 
-from .data import InvalidInputError
+from .data import InvalidInputError, check_count
 
 logger = logging.getLogger(__name__)
 
@@ -20,12 +20,6 @@ logger = logging.getLogger(__name__)
 __all__ = ['logger', 'relative_changes', 'loss_stability_iteration', 'auc_plateau_iteration', 'LossStability', 'AUCPlateau']
 
 # %% ../nbs/05_convergence.ipynb #ee5f8de4
-def _check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def _check_positive_float(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not value > 0 \
             or not math.isfinite(value):
@@ -49,7 +43,7 @@ def relative_changes(losses: Sequence[float],  # loss at each check, oldest firs
                      floor: float = 0.01,  # smallest denominator, for losses near or crossing zero
                      ) -> np.ndarray:
     "Compute |L_i - L_{i-lag}| / max(|L_{i-lag}|, floor) at each check; NaN for the first `lag` checks."
-    lag = _check_positive_int("lag", lag)
+    lag = check_count("lag", lag)
     floor = _check_positive_float("floor", floor)
     losses = np.asarray(losses, dtype=np.float64).reshape(-1)
     changes = np.full(len(losses), np.nan)
@@ -67,7 +61,7 @@ def loss_stability_iteration(losses: Sequence[float],  # discriminator (critic) 
                              floor: float = 0.01,  # smallest denominator of the relative change
                              ) -> int | None:
     "Find the iteration at which the loss first stays within `tolerance` of its value `lag` checks earlier for `window` checks."
-    window = _check_positive_int("window", window)
+    window = check_count("window", window)
     tolerance = _check_positive_float("tolerance", tolerance)
     losses, iterations = _check_series(losses, iterations)
     changes = relative_changes(losses, lag, floor)
@@ -85,7 +79,7 @@ def auc_plateau_iteration(aucs: Sequence[float],  # held-out classifier AUC at e
                           min_delta: float = 0.005,  # smallest AUC decrease that counts as an improvement
                           ) -> int | None:
     "Find the iteration at which the AUC has not improved on its best by more than `min_delta` for `patience` evaluations."
-    patience = _check_positive_int("patience", patience)
+    patience = check_count("patience", patience)
     if isinstance(min_delta, bool) or not isinstance(min_delta, (int, float, np.number)) or not min_delta >= 0:
         raise InvalidInputError(f"min_delta must be a number >= 0, got {min_delta!r}")
     aucs, iterations = _check_series(aucs, iterations)
@@ -106,9 +100,7 @@ class _ConvergenceCallback(keras.callbacks.Callback):
 
     def __init__(self, monitor: str, stop_training: bool, start_iteration: int):
         super().__init__()
-        if isinstance(start_iteration, bool) or not isinstance(start_iteration, (int, np.integer)) \
-                or start_iteration < 0:
-            raise InvalidInputError(f"start_iteration must be an integer >= 0, got {start_iteration!r}")
+        check_count("start_iteration", start_iteration, minimum=0)
         self.monitor, self.stop_training = monitor, bool(stop_training)
         self.iteration = int(start_iteration)  # training iterations seen so far
         self.iterations: list[int] = []  # iteration of each recorded value
@@ -190,10 +182,10 @@ class LossStability(_ConvergenceCallback):
                  start_iteration: int = 0,  # iterations already trained, when resuming
                  ):
         super().__init__(monitor, stop_training, start_iteration)
-        self.lag, self.window = _check_positive_int("lag", lag), _check_positive_int("window", window)
+        self.lag, self.window = check_count("lag", lag), check_count("window", window)
         self.tolerance = _check_positive_float("tolerance", tolerance)
         self.floor = _check_positive_float("floor", floor)
-        self.check_every = None if check_every is None else _check_positive_int("check_every", check_every)
+        self.check_every = None if check_every is None else check_count("check_every", check_every)
 
     def _settings(self) -> dict:
         return {name: getattr(self, name) for name in self._setting_names}
@@ -224,7 +216,7 @@ class AUCPlateau(_ConvergenceCallback):
                  start_iteration: int = 0,  # iterations already trained, when resuming
                  ):
         super().__init__(monitor, stop_training, start_iteration)
-        self.patience = _check_positive_int("patience", patience)
+        self.patience = check_count("patience", patience)
         if isinstance(min_delta, bool) or not isinstance(min_delta, (int, float, np.number)) or not min_delta >= 0:
             raise InvalidInputError(f"min_delta must be a number >= 0, got {min_delta!r}")
         self.min_delta = float(min_delta)

@@ -22,7 +22,7 @@ from matplotlib.ticker import LogFormatter, NullLocator
 
 from . import evaluation
 from .convergence import auc_plateau_iteration, loss_stability_iteration
-from .data import FEATURE_UNITS, FEATURES, MUON_PDG, InvalidInputError, MuonSample
+from .data import FEATURE_UNITS, FEATURES, MUON_PDG, InvalidInputError, MuonSample, check_count
 from .preprocessing import MuonScaler
 
 logger = logging.getLogger(__name__)
@@ -170,13 +170,6 @@ def _draw_fidelity(report: evaluation.FidelityReport | None, floor_roc: tuple | 
     return _drop_minor_ticks(figure)
 
 # %% ../nbs/09_dashboard.ipynb #f0808f05
-def _check_positive(name: str, value) -> int:
-    "Return `value` as an int if it is a positive integer, else raise InvalidInputError."
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def _check_features(features: Sequence[str]) -> tuple[str, ...]:
     "The chosen features in the order of FEATURES, or InvalidInputError for an empty or unknown choice."
     chosen = [features] if isinstance(features, str) else list(features)
@@ -416,9 +409,9 @@ class TrainingMonitor(_MonitorChecks, _MonitorPanel, keras.callbacks.Callback):
         if len(real) < 40:
             raise InvalidInputError(f"real has {len(real)} muons: the monitor needs at least 40 "
                                     "(two halves of 20 for the real-versus-real floor)")
-        self.every = _check_positive("every", every)
-        self.sample_size = _check_positive("sample_size", sample_size)
-        self.evaluation_size = _check_positive("evaluation_size", evaluation_size)
+        self.every = check_count("every", every)
+        self.sample_size = check_count("sample_size", sample_size)
+        self.evaluation_size = check_count("evaluation_size", evaluation_size)
         if self.evaluation_size < 20:
             raise InvalidInputError(f"evaluation_size={evaluation_size} is too small: the classifier test "
                                     "needs at least 20 muons of each kind")
@@ -429,9 +422,7 @@ class TrainingMonitor(_MonitorChecks, _MonitorPanel, keras.callbacks.Callback):
         self.log_scale, self.max_overhead, self.seed = bool(log_scale), max_overhead, int(seed)
         self.convergence_callbacks = list(convergence)
         self.scaler, self.run_folder = scaler, None if run_folder is None else Path(run_folder)
-        if isinstance(start_iteration, bool) or not isinstance(start_iteration, (int, np.integer)) \
-                or start_iteration < 0:
-            raise InvalidInputError(f"start_iteration must be an integer >= 0, got {start_iteration!r}")
+        check_count("start_iteration", start_iteration, minimum=0)
         self.start_iteration = int(start_iteration)
         self.real = real
 
@@ -442,7 +433,7 @@ class TrainingMonitor(_MonitorChecks, _MonitorPanel, keras.callbacks.Callback):
         self._mu_plus_fraction = float(np.mean(real.pdg == -MUON_PDG))
         started = time.perf_counter()
         self._measure_floor()
-        bins = _check_positive("bins", bins)
+        bins = check_count("bins", bins)
         self.histograms = {}  # per feature: edges, real and generated counts, sample sizes
         for column, name in enumerate(FEATURES):
             values = real.features[:, column]
@@ -489,7 +480,7 @@ class TrainingMonitor(_MonitorChecks, _MonitorPanel, keras.callbacks.Callback):
 
     def set_every(self, every: int):
         "Change the refresh interval (iterations); the next refresh falls `every` iterations after the last."
-        self.every = _check_positive("every", every)
+        self.every = check_count("every", every)
         last = self.checks[-1]["iteration"] if self.checks else self.start_iteration
         self._next_refresh = last + self.every
 
@@ -725,7 +716,7 @@ class SampleExplorer(_ExplorerPanel):
             raise InvalidInputError(f"prompt_tolerance must be >= 0 cm, got {prompt_tolerance!r}")
         self.runs = [run if isinstance(run, TrainedRun) else load_run(run) for run in runs]
         self.names = _run_names(self.runs)
-        self.data, self.bins, self.seed = data, _check_positive("bins", bins), int(seed)
+        self.data, self.bins, self.seed = data, check_count("bins", bins), int(seed)
         self.prompt_tolerance = float(prompt_tolerance)
         self.sample_size = self._check_size(sample_size)
         self.x_feature, self.y_feature = "x", "y"
@@ -742,7 +733,7 @@ class SampleExplorer(_ExplorerPanel):
         self.update()
 
     def _check_size(self, sample_size) -> int:
-        size = _check_positive("sample_size", sample_size)
+        size = check_count("sample_size", sample_size)
         if size > len(self.data):
             raise InvalidInputError(f"sample_size={size} is larger than the {len(self.data)} real muons: "
                                     "choose a smaller size or pass a larger sample")

@@ -29,9 +29,9 @@ logger = logging.getLogger(__name__)
 # %% auto #0
 __all__ = ['logger', 'FEATURES', 'FEATURE_UNITS', 'SHIP_COLUMNS', 'MUON_PDG', 'ORIGINS', 'SUPPORTED_SUFFIXES', 'FAIRSHIP_TREE',
            'FAIRSHIP_BRANCHES', 'FAIRSHIP_REQUIRED', 'TABLE_REQUIRED', 'TABLE_DEFAULTS', 'CM_PER_METRE',
-           'DEFAULT_SAMPLE', 'MuonSample', 'InvalidInputError', 'atomic_write', 'json_safe', 'write_json',
-           'usable_cores', 'iter_muon_chunks', 'load_muons', 'MuonWriter', 'write_muons', 'load_default_sample',
-           'default_sample_settings']
+           'DEFAULT_SAMPLE', 'MuonSample', 'InvalidInputError', 'check_count', 'atomic_write', 'json_safe',
+           'write_json', 'usable_cores', 'iter_muon_chunks', 'load_muons', 'MuonWriter', 'write_muons',
+           'load_default_sample', 'default_sample_settings']
 
 # %% ../nbs/00_data.ipynb #5ea14c1a
 FEATURES = ("x", "y", "z", "px", "py", "pz")  # the six features every model learns, in this order
@@ -127,6 +127,16 @@ class MuonSample:
 # %% ../nbs/00_data.ipynb #b3e7478b
 class InvalidInputError(ValueError):
     "Invalid user input (a file, a column, a value or an option); the message names the value and the fix."
+
+# %% ../nbs/00_data.ipynb #e9d9529f
+def check_count(name: str,  # the option's name, for the message
+                value,  # what the user passed
+                minimum: int = 1,  # smallest value allowed
+                ) -> int:
+    "Return `value` as an int if it is a whole number >= `minimum`, else raise InvalidInputError naming it."
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise InvalidInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
 
 # %% ../nbs/00_data.ipynb #7024784d
 def _fsync_file(path: Path):

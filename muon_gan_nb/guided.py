@@ -15,9 +15,9 @@ import numpy as np
 import tensorflow as tf
 import xgboost
 
-from .data import FEATURES, InvalidInputError
+from .data import FEATURES, InvalidInputError, check_count
 from .evaluation import CLASSIFIER_DEFAULTS, importance_fit
-from .models import VanillaGAN, _unpack_batch, _weighted_mean, register_gan
+from .models import VanillaGAN, register_gan
 
 logger = logging.getLogger(__name__)
 
@@ -126,9 +126,8 @@ class GuidedGAN(VanillaGAN):
             raise InvalidInputError(f"Unknown guidance mode {mode!r}: use one of {', '.join(GUIDANCE_MODES)}")
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.number)) or not 0 <= alpha < math.inf:
             raise InvalidInputError(f"alpha must be a finite number >= 0 (the study used 1.5), got {alpha!r}")
-        for name, value in (("classifier_trees", classifier_trees), ("classifier_depth", classifier_depth)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+        check_count("classifier_trees", classifier_trees)
+        check_count("classifier_depth", classifier_depth)
         self.alpha, self.mode = float(alpha), mode
         self.classifier_trees, self.classifier_depth = int(classifier_trees), int(classifier_depth)
         self.importances = self.add_weight(shape=(self.n_features,), initializer="zeros", trainable=False,
@@ -226,9 +225,9 @@ class ImportanceRefresh(keras.callbacks.Callback):
                  **xgb_options,  # noise and features modes: options that replace REFRESH_CLASSIFIER
                  ):
         super().__init__()
-        for name, value, minimum in (("every", every, 1), ("n", n, 2), ("start_iteration", start_iteration, 0)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-                raise InvalidInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        check_count("every", every)
+        check_count("n", n, minimum=2)
+        check_count("start_iteration", start_iteration, minimum=0)
         real_scaled = np.asarray(real_scaled, dtype=np.float32)
         if real_scaled.ndim != 2 or len(real_scaled) < 4:
             raise InvalidInputError(f"real_scaled must be an (N, n_features) array of at least 4 muons, "

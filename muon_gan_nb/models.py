@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .data import FEATURES, InvalidInputError, usable_cores
+from .data import FEATURES, InvalidInputError, check_count, usable_cores
 
 logger = logging.getLogger(__name__)
 
@@ -76,12 +76,6 @@ def _check_widths(hidden, name: str) -> tuple[int, ...]:
     return widths
 
 
-def _check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def _layer_seeds(seed: int | None, count: int) -> list[int | None]:
     "Derive `count` independent seeds from one seed; all None when `seed` is None."
     if seed is None:
@@ -100,8 +94,8 @@ def build_generator(noise_dim: int = 100,  # length of the Gaussian noise vector
                     seed: int | None = None,  # seed for the initial weights; None for random
                     ) -> keras.Model:
     "Build the generator: noise -> [Dense -> BatchNormalization -> LeakyReLU] per hidden layer -> tanh features."
-    noise_dim = _check_positive_int(noise_dim, "noise_dim")
-    n_features = _check_positive_int(n_features, "n_features")
+    noise_dim = check_count("noise_dim", noise_dim)
+    n_features = check_count("n_features", n_features)
     widths = _check_widths(hidden, "generator hidden")
     seeds = _layer_seeds(seed, len(widths) + 1)
     noise = keras.Input((noise_dim,), name="noise")
@@ -123,7 +117,7 @@ def build_discriminator(hidden: tuple[int, ...] = (250, 250, 50),  # widths of t
                         seed: int | None = None,  # seed for the initial weights and dropout masks; None for random
                         ) -> keras.Model:
     "Build the discriminator: features -> [Dense -> LeakyReLU -> Dropout] per hidden layer -> one score."
-    n_features = _check_positive_int(n_features, "n_features")
+    n_features = check_count("n_features", n_features)
     widths = _check_widths(hidden, "discriminator hidden")
     if not 0 <= dropout < 1:
         raise InvalidInputError(f"dropout must be a rate in [0, 1), got {dropout!r}")
@@ -153,8 +147,8 @@ def noise_in_slices(rows,  # number of rows: an int or an integer scalar tensor
                     slices: int | None = None,  # row slices drawn independently; None: one per usable core
                     ) -> tf.Tensor:
     "`tf.random.stateless_normal((rows, noise_dim), seed)`, bit for bit, drawn in independent row slices."
-    slices = usable_cores() if slices is None else _check_positive_int(slices, "slices")
-    noise_dim = _check_positive_int(noise_dim, "noise_dim")
+    slices = usable_cores() if slices is None else check_count("slices", slices)
+    noise_dim = check_count("noise_dim", noise_dim)
     key, counter = tf.raw_ops.StatelessRandomGetKeyCounter(seed=seed)
     rows = tf.cast(rows, tf.int64)
     # Rows per slice, a multiple of NORMALS_PER_COUNTER: then every slice starts on a whole counter step
@@ -432,7 +426,7 @@ class MuonGAN(keras.Model):
         "Generate `n` muons in scaled units with the generator in inference mode; float32 (n, n_features)."
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise InvalidInputError(f"n must be a non-negative number of muons, got {n!r}")
-        batch_size = _check_positive_int(batch_size, "batch_size")
+        batch_size = check_count("batch_size", batch_size)
         if seed is None:
             seed = int(keras.random.randint((), 0, 2**31 - 1, seed=self.seed_generator))
         if self._generation_function is None:
@@ -525,7 +519,7 @@ class WGANGP(MuonGAN):
         if not gradient_penalty_weight >= 0:
             raise InvalidInputError(f"gradient_penalty_weight must be >= 0, got {gradient_penalty_weight!r}")
         super().__init__(generator, discriminator, seed=seed, **kwargs)
-        self.n_critic = _check_positive_int(n_critic, "n_critic")
+        self.n_critic = check_count("n_critic", n_critic)
         self.gradient_penalty_weight = float(gradient_penalty_weight)
         self.gradient_penalty_tracker = keras.metrics.Mean(name="gradient_penalty")
 

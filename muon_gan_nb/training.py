@@ -5,7 +5,6 @@
 # %% ../nbs/06_training.ipynb #fc85ffaa
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import math
@@ -18,15 +17,17 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from .data import (FEATURES, MUON_PDG, InvalidInputError, MuonSample, atomic_write, json_safe, write_json,
-                              load_default_sample, load_muons)
+from .batches import SplitScan, sample_batches, scan_split_files, stream_batches
+from .checkpoints import list_checkpoints, restore_checkpoint, save_checkpoint
+from .data import (FEATURES, MUON_PDG, InvalidInputError, MuonSample, atomic_write, check_count, json_safe,
+                              load_default_sample, load_muons, write_json)
 from .features import (TRANSFORMS, FeatureTransform, load_transform, make_transform,
                                   prepare_training_features, save_transform)
 from .models import noise_in_slices, run_in_threads  # also sizes TensorFlow's thread pools, before it starts
@@ -35,19 +36,11 @@ from .preprocessing import MuonScaler
 logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['logger', 'GENERATION_BLOCK', 'CHECKPOINTS_KEPT', 'MODELS', 'PROMPT_MODELS', 'STRATEGIES', 'REFRESH_EVERY',
-           'REFRESH_SIZE', 'package_versions', 'sample_batches', 'SplitScan', 'scan_split_files', 'stream_batches',
-           'save_checkpoint', 'list_checkpoints', 'restore_checkpoint', 'TrainingDivergedError', 'TrainedRun',
-           'load_run', 'train', 'generate_to_file', 'generate_shards']
+__all__ = ['logger', 'GENERATION_BLOCK', 'MODELS', 'PROMPT_MODELS', 'STRATEGIES', 'REFRESH_EVERY', 'REFRESH_SIZE',
+           'package_versions', 'TrainingDivergedError', 'TrainedRun', 'load_run', 'train', 'generate_to_file',
+           'generate_shards']
 
 # %% ../nbs/06_training.ipynb #760c4835
-def _check_count(name: str, value, minimum: int = 1) -> int:
-    "Return `value` as an int if it is an integer >= `minimum`, else raise InvalidInputError."
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise InvalidInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _read_json(path: Path, what: str) -> dict:
     "Read a JSON file of a run folder, with a clear error if it is missing or damaged."
     if not path.is_file():
@@ -68,189 +61,6 @@ def package_versions() -> dict:
             "keras": keras.__version__, "xgboost": xgboost.__version__, "muon_gan_nb": muon_gan_nb.__version__,
             "platform": platform.platform(), "machine": platform.machine(),
             "devices": [device.name for device in tf.config.list_logical_devices()]}
-
-# %% ../nbs/06_training.ipynb #6f2d02f4
-def _without_autotune(dataset: tf.data.Dataset) -> tf.data.Dataset:
-    "Switch off tf.data's autotuning thread for `dataset`, whose waits delay the end of `fit`."
-    # That thread sleeps 10 ms, then 20, 40, ... between passes, and `fit` returns only when it next wakes.
-    # With TF 2.21 on 2 CPU cores, a 1,000-step fit that trained in 2.8 s returned after 5.1 s, and fits
-    # returned 5.1 s or 10.2 s after they began, the sums of those sleeps. These batches have fixed sizes
-    # and no tunable parallelism, so the thread has nothing to tune.
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    return dataset.with_options(options)
-
-
-def sample_batches(features: np.ndarray,  # (N, d) scaled training features
-                   rows: int,  # rows per batch: batch size times the model's real batches per step
-                   seed: int = 0,  # seed of the draw
-                   start_step: int = 0,  # index of the first batch, to resume where a run stopped
-                   weights: np.ndarray | None = None,  # (N,) muon weights; None draws uniformly
-                   ) -> tf.data.Dataset:
-    "An endless dataset of `rows`-row batches drawn from `features` in the graph; batch k depends only on (seed, k)."
-    rows = _check_count("rows", rows)
-    features = tf.convert_to_tensor(np.asarray(features, dtype=np.float32))
-    size = int(features.shape[0])
-    if size == 0:
-        raise InvalidInputError("sample_batches got no training muons: pass a non-empty sample")
-    cumulative = None
-    if weights is not None:
-        weights = np.asarray(weights, dtype=np.float64)
-        if weights.shape != (size,) or not np.all(np.isfinite(weights)) or np.any(weights < 0) \
-                or weights.sum() <= 0:
-            raise InvalidInputError(f"weights must be {size} finite values >= 0 with a positive sum; "
-                                    "check the sample's weight column or train with weighted=False")
-        cumulative = np.cumsum(weights)
-        cumulative = tf.constant(cumulative / cumulative[-1])
-
-    def draw(step):
-        step_seed = tf.stack([tf.constant(seed, tf.int64), step])
-        if cumulative is None:
-            index = tf.random.stateless_uniform([rows], seed=step_seed, maxval=size, dtype=tf.int64)
-        else:
-            uniform = tf.random.stateless_uniform([rows], seed=step_seed, dtype=tf.float64)
-            index = tf.minimum(tf.searchsorted(cumulative, uniform, side="right"), size - 1)
-        return tf.gather(features, index)
-
-    # A plain sequential map: drawing 100 indices and gathering them costs microseconds inside the training
-    # graph, so there is nothing for a parallel map or a prefetch buffer to hide.
-    return _without_autotune(tf.data.Dataset.counter(start_step).map(draw))
-
-# %% ../nbs/06_training.ipynb #a7687730
-def _split_files(pattern) -> list[Path]:
-    "The .npy files that `pattern` (a glob, a file, or a list of either) names, sorted."
-    if isinstance(pattern, (list, tuple)):
-        files = [file for item in pattern for file in _split_files(item)]
-    else:
-        text = str(pattern)
-        files = sorted(Path(name) for name in glob.glob(text)) if glob.has_magic(text) else [Path(text)]
-        if not files:
-            raise FileNotFoundError(f"No files match {text}: check the folder and the pattern, "
-                                    "for example /data/SPLIT_*.npy")
-    for file in files:
-        if file.suffix.lower() != ".npy" or not file.is_file():
-            raise InvalidInputError(f"{file} is not a SHiP .npy file: streaming reads only .npy files "
-                                    "with the columns weight, pdg, x, y, z, px, py, pz")
-    return files
-
-
-def _open_ship_array(path: Path) -> np.ndarray:
-    "Memory-map a SHiP .npy file, checking that it is a 2-D numeric array of 8 columns."
-    try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
-    except ValueError as error:
-        raise InvalidInputError(f"{path} cannot be memory-mapped as a numeric array ({error}): "
-                                "write it with numpy.save from a float array") from error
-    if array.ndim != 2 or array.shape[1] != 8 or array.dtype.kind != "f":
-        raise InvalidInputError(f"{path} has shape {array.shape} and dtype {array.dtype}; SHiP files are "
-                                "float arrays of 8 columns: weight, pdg, x, y, z, px, py, pz")
-    return array
-
-
-def _heldout_mask(seed: int, file_index: int, length: int, heldout_fraction: float) -> np.ndarray:
-    "Which rows of file number `file_index` are held out; the same for every pass and every run."
-    return np.random.default_rng([seed, file_index]).random(length) < heldout_fraction
-
-
-def _ship_rows_to_sample(rows: np.ndarray, source: str) -> MuonSample:
-    return MuonSample(rows[:, 2:8], rows[:, 1].astype(np.int32), rows[:, 0], source=source)
-
-
-@dataclass
-class SplitScan:
-    "What one pass over SPLIT files found: sizes, training ranges, μ+ fraction and evaluation samples."
-    files: list[Path]  # the files, in the order whose position seeds each held-out split
-    n_train: int  # training muons over all files
-    n_heldout: int  # held-out muons over all files
-    data_min: np.ndarray  # (6,) smallest value of each feature over the training muons
-    data_max: np.ndarray  # (6,) largest value of each feature over the training muons
-    mu_plus_fraction: float  # fraction of training muons that are μ+ (PDG -13)
-    heldout: MuonSample  # random held-out muons for evaluations, at most `sample_size`
-    reference: MuonSample  # random training muons for the real-versus-real floor, at most `sample_size`
-
-
-def scan_split_files(pattern,  # glob such as "data/SPLIT_*.npy", a file, or a list of them
-                     heldout_fraction: float = 0.2,  # fraction of rows held out, row by row
-                     seed: int = 0,  # seed of the held-out split and of the evaluation samples
-                     sample_size: int = 100_000,  # muons kept in each of the held-out and reference samples
-                     ) -> SplitScan:
-    "Read SPLIT files once, memory-mapped, to get training ranges, counts and small evaluation samples."
-    files = _split_files(pattern)
-    arrays = [_open_ship_array(file) for file in files]
-    masks = [_heldout_mask(seed, index, len(array), heldout_fraction) for index, array in enumerate(arrays)]
-    n_heldout = int(sum(mask.sum() for mask in masks))
-    n_train = int(sum(len(mask) for mask in masks)) - n_heldout
-    if n_train == 0 or n_heldout == 0:
-        raise InvalidInputError(f"{len(files)} file(s) matching {pattern} give {n_train} training and "
-                                f"{n_heldout} held-out muons: both must be non-empty; use more muons")
-    # Keep a little more than needed from each file, then shuffle and cut, so no file is favoured.
-    keep_heldout = min(1.0, (1.1 * sample_size + 100) / n_heldout)
-    keep_train = min(1.0, (1.1 * sample_size + 100) / n_train)
-    low, high = np.full(6, np.inf), np.full(6, -np.inf)
-    mu_plus, heldout_parts, reference_parts = 0, [], []
-    for index, (file, array, mask) in enumerate(zip(files, arrays, masks)):
-        rows = np.asarray(array, dtype=np.float32)
-        train_rows, heldout_rows = rows[~mask], rows[mask]
-        if not np.all(np.isfinite(rows)):
-            raise InvalidInputError(f"{file} contains NaN or infinite values: remove those rows before training")
-        if len(train_rows):
-            low = np.minimum(low, train_rows[:, 2:8].min(axis=0))
-            high = np.maximum(high, train_rows[:, 2:8].max(axis=0))
-            mu_plus += int((train_rows[:, 1] == -MUON_PDG).sum())
-        rng = np.random.default_rng([seed, index, 1])
-        heldout_parts.append(heldout_rows[rng.random(len(heldout_rows)) < keep_heldout])
-        reference_parts.append(train_rows[rng.random(len(train_rows)) < keep_train])
-    source, rng = str(pattern), np.random.default_rng([seed, len(files), 2])
-    heldout_rows, reference_rows = np.concatenate(heldout_parts), np.concatenate(reference_parts)
-    heldout_rows = heldout_rows[rng.permutation(len(heldout_rows))[:sample_size]]
-    reference_rows = reference_rows[rng.permutation(len(reference_rows))[:sample_size]]
-    heldout = _ship_rows_to_sample(heldout_rows, f"{source} (held out)")
-    reference = _ship_rows_to_sample(reference_rows, f"{source} (training)")
-    logger.info("Scanned %d SPLIT file(s): %d training and %d held-out muons", len(files), n_train, n_heldout)
-    return SplitScan(files, n_train, n_heldout, low, high, mu_plus / n_train, heldout, reference)
-
-
-def stream_batches(files: Sequence[Path],  # SHiP .npy files, in the order used by `scan_split_files`
-                   scaler: MuonScaler,  # fitted scaler; batches come out in scaled units
-                   rows: int,  # rows per batch
-                   seed: int = 0,  # seed of the split, the file order and the row shuffles
-                   heldout_fraction: float = 0.2,  # must match the scan's, so held-out rows are never trained on
-                   start_step: int = 0,  # index of the first batch, to resume
-                   weighted: bool = False,  # draw rows in proportion to their weight, with replacement
-                   ) -> tf.data.Dataset:
-    "An endless dataset of shuffled training batches read from memory-mapped SPLIT files, one file at a time."
-    rows = _check_count("rows", rows)
-    files = list(files)
-    lengths = [len(_open_ship_array(file)) for file in files]
-    if sum(length // rows for length in lengths) == 0:
-        raise InvalidInputError(f"No file has {rows} muons for one batch: use a smaller batch size or larger files")
-
-    def batches() -> Iterator[np.ndarray]:
-        step, pass_index = 0, 0
-        while True:
-            for file_index in np.random.default_rng([seed, pass_index]).permutation(len(files)):
-                mask = _heldout_mask(seed, file_index, lengths[file_index], heldout_fraction)
-                count = int((~mask).sum()) // rows  # whole batches this file gives; the rest is dropped
-                if step + count <= start_step:  # already trained on: skip without reading
-                    step += count
-                    continue
-                train_rows = np.asarray(_open_ship_array(files[file_index])[~mask], dtype=np.float32)
-                rng = np.random.default_rng([seed, pass_index, file_index])
-                if weighted:
-                    weight = train_rows[:, 0].astype(np.float64)
-                    order = rng.choice(len(train_rows), count * rows, p=weight / weight.sum())
-                else:
-                    order = rng.permutation(len(train_rows))[:count * rows]
-                scaled = scaler.transform(train_rows[order, 2:8])
-                for batch in range(count):
-                    if step >= start_step:
-                        yield scaled[batch * rows:(batch + 1) * rows]
-                    step += 1
-            pass_index += 1
-
-    signature = tf.TensorSpec((rows, len(FEATURES)), tf.float32)
-    # Reading four batches ahead lets the Python generator run while the graph trains.
-    return _without_autotune(tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(4))
 
 # %% ../nbs/06_training.ipynb #eed769a7
 GENERATION_BLOCK = 10_000  # rows of noise per compiled generator call; the unit of reproducible seeding
@@ -315,103 +125,6 @@ def _generate_sample(blocks: _BlockGenerator, scaler: MuonScaler, mu_plus_fracti
 def _derived_seed(*entropy: int) -> int:
     "A 31-bit seed mixed from several integers, so that related streams do not overlap."
     return int(np.random.SeedSequence([int(value) for value in entropy]).generate_state(1)[0] >> 1)
-
-# %% ../nbs/06_training.ipynb #ad56c6b7
-CHECKPOINTS_KEPT = 2  # newest checkpoints kept in RUN/checkpoints
-
-
-def _variable_groups(model) -> dict[str, list]:
-    "The model's variables and each optimiser's, in a fixed order."
-    groups = {"model": list(model.variables)}
-    for name in ("generator_optimizer", "discriminator_optimizer"):
-        optimizer = getattr(model, name, None)
-        if optimizer is not None:
-            groups[name] = list(optimizer.variables)
-    return groups
-
-
-def _fsync_folder(folder: Path):
-    "Flush a folder's entries, so a rename inside it survives a power cut (a no-op where unsupported)."
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
-
-
-def save_checkpoint(folder: str | Path,  # RUN/checkpoints
-                    model,  # the compiled GAN, optimisers built
-                    iteration: int,  # iterations trained so far
-                    state: dict,  # JSON-safe extras: metrics so far, scaler, callback states
-                    keep: int = CHECKPOINTS_KEPT,  # newest checkpoints to keep
-                    ) -> Path:
-    "Write a checkpoint atomically (temporary folder, then rename) and delete all but the newest `keep`."
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder / f"iteration-{iteration:09d}"
-    partial = Path(tempfile.mkdtemp(prefix=f".partial-{final.name}-", dir=folder))
-    try:
-        groups = _variable_groups(model)
-        arrays = {f"{group}.{index}": keras.ops.convert_to_numpy(variable.value)
-                  for group, variables in groups.items() for index, variable in enumerate(variables)}
-        np.savez(partial / "variables.npz", **arrays)
-        layout = {group: [[variable.path, list(variable.shape)] for variable in variables]
-                  for group, variables in groups.items()}
-        (partial / "state.json").write_text(json.dumps(json_safe(
-            {"iteration": iteration, "variables": layout, **state}), allow_nan=False))
-        for file in partial.iterdir():
-            with open(file, "rb") as handle:
-                os.fsync(handle.fileno())
-        if final.exists():
-            shutil.rmtree(final)
-        os.rename(partial, final)
-        _fsync_folder(folder)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    for old in list_checkpoints(folder)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-def list_checkpoints(folder: str | Path) -> list[Path]:
-    "Complete checkpoints in `folder`, oldest first; unfinished temporary folders are ignored."
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    found = [path for path in folder.glob("iteration-*")
-             if (path / "state.json").is_file() and (path / "variables.npz").is_file()]
-    return sorted(found, key=lambda path: int(path.name.split("-")[1]))
-
-
-def restore_checkpoint(path: str | Path,  # one checkpoint folder
-                       model,  # a GAN built like the saved one, optimisers built
-                       ) -> dict:
-    "Assign a checkpoint's variables to `model` and its optimisers; returns the checkpoint's state."
-    path = Path(path)
-    try:
-        state = json.loads((path / "state.json").read_text())
-        archive = np.load(path / "variables.npz", allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise InvalidInputError(f"Checkpoint {path} cannot be read ({error}): delete it to resume from the "
-                                "previous one") from error
-    with archive:
-        for group, variables in _variable_groups(model).items():
-            saved = state["variables"].get(group, [])
-            if len(saved) != len(variables):
-                raise InvalidInputError(f"Checkpoint {path} has {len(saved)} {group} variables but the model has "
-                                        f"{len(variables)}: it was written by a different model or options")
-            for index, (variable, (name, shape)) in enumerate(zip(variables, saved)):
-                if list(variable.shape) != shape:
-                    raise InvalidInputError(f"Checkpoint {path}: {group} variable {name} has shape {shape}, "
-                                            f"the model's {variable.path} has {list(variable.shape)}")
-                variable.assign(archive[f"{group}.{index}"])
-    return state
 
 # %% ../nbs/06_training.ipynb #639ac84b
 @dataclass
@@ -836,7 +549,7 @@ class TrainedRun:
                  seed: int = 0,  # seed of the noise and the charges
                  ) -> MuonSample:
         "Generate `n` muons in cm and GeV/c, weights 1; PDG ids from the μ+ fraction, or prompt-aware models' labels."
-        return self.generate_range(0, _check_count("n", n), _check_count("seed", seed, minimum=0))
+        return self.generate_range(0, check_count("n", n), check_count("seed", seed, minimum=0))
 
     def heldout(self) -> MuonSample:
         "The run's held-out real muons, split again from its data exactly as training split them."
@@ -897,8 +610,8 @@ def _extra_options(model: str, stream: bool, transform, transform_options: dict 
         raise InvalidInputError(f"refresh_every and refresh_size apply to model 'guided' only, not {model!r}: "
                                 "drop them or train model='guided'")
     if model == "guided":
-        refresh_every = _check_count("refresh_every", REFRESH_EVERY if refresh_every is None else refresh_every)
-        refresh_size = _check_count("refresh_size", REFRESH_SIZE if refresh_size is None else refresh_size, minimum=2)
+        refresh_every = check_count("refresh_every", REFRESH_EVERY if refresh_every is None else refresh_every)
+        refresh_size = check_count("refresh_size", REFRESH_SIZE if refresh_size is None else refresh_size, minimum=2)
     if model in PROMPT_MODELS and name is not None and not TRANSFORMS[name].invertible:
         invertible = [key for key, cls in TRANSFORMS.items() if cls.invertible and key != "none"]
         raise InvalidInputError(f"The {name!r} transform has no exact inverse, so prompt muons would not stay at "
@@ -951,13 +664,13 @@ def train(model: str = "vanilla",  # "vanilla", "wgan-gp", "guided", "prompt" or
     "Train a GAN on muons into the run folder `out`, with evaluations, checkpoints and resume; returns the run."
     out = Path(out)
     requested = {"model": model, "data": _describe_data(data), "sample_size": sample_size,
-                 "iterations": _check_count("iterations", iterations), "batch_size": _check_count("batch_size", batch_size),
-                 "seed": _check_count("seed", seed, minimum=0), "eval_every": _check_count("eval_every", eval_every),
-                 "eval_size": _check_count("eval_size", eval_size, minimum=20),
-                 "checkpoint_every": _check_count("checkpoint_every", checkpoint_every),
+                 "iterations": check_count("iterations", iterations), "batch_size": check_count("batch_size", batch_size),
+                 "seed": check_count("seed", seed, minimum=0), "eval_every": check_count("eval_every", eval_every),
+                 "eval_size": check_count("eval_size", eval_size, minimum=20),
+                 "checkpoint_every": check_count("checkpoint_every", checkpoint_every),
                  "weighted": bool(weighted), "heldout_fraction": heldout_fraction,
                  "strategy": strategy if strategy is None or isinstance(strategy, str) else type(strategy).__name__,
-                 "stream": bool(stream), "steps_per_execution": _check_count("steps_per_execution", steps_per_execution),
+                 "stream": bool(stream), "steps_per_execution": check_count("steps_per_execution", steps_per_execution),
                  "learning_rate": learning_rate, "symmetric_scaling": bool(symmetric_scaling),
                  "evaluation_options": dict(evaluation_options or {}), "model_options": model_options}
     if model not in MODELS:
@@ -969,7 +682,7 @@ def train(model: str = "vanilla",  # "vanilla", "wgan-gp", "guided", "prompt" or
     if not (isinstance(learning_rate, (int, float)) and learning_rate > 0):
         raise InvalidInputError(f"learning_rate must be a positive number, got {learning_rate!r}")
     if sample_size is not None:
-        _check_count("sample_size", sample_size)
+        check_count("sample_size", sample_size)
     if stream and (data is None or isinstance(data, MuonSample)):
         raise InvalidInputError("stream=True needs data as a path or glob of SHiP .npy files, such as 'SPLIT_*.npy'")
     if strategy is not None and not isinstance(strategy, tf.distribute.Strategy) and strategy not in STRATEGIES + ("none",):
@@ -1141,8 +854,8 @@ def generate_to_file(run: TrainedRun,  # a trained run
                      ) -> Path:
     "Generate `n` muons into one file, chunk by chunk; returns the path."
     from muon_gan_nb.data import MuonWriter
-    n, chunk_size = _check_count("n", n), _check_count("chunk_size", chunk_size)
-    seed = _check_count("seed", seed, minimum=0)
+    n, chunk_size = check_count("n", n), check_count("chunk_size", chunk_size)
+    seed = check_count("seed", seed, minimum=0)
     out = Path(out)
     with MuonWriter(out) as writer, tqdm(total=n, unit="muon", unit_scale=True, disable=not progress,
                                          desc=f"generating {out.name}") as bar:
@@ -1171,7 +884,7 @@ def generate_shards(run: TrainedRun,  # a trained run
                     progress: bool = True,  # show a progress bar per shard
                     ) -> Path:
     "Generate `n` muons as `shards` files with distinct seeds, plus a manifest.json; returns the manifest path."
-    n, shards = _check_count("n", n), _check_count("shards", shards)
+    n, shards = check_count("n", n), check_count("shards", shards)
     if shards > n:
         raise InvalidInputError(f"shards={shards} is more than n={n} muons: use at most {n} shards")
     out = Path(out)

@@ -10,11 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from muon_gan_nb.batches import sample_batches
+from muon_gan_nb.checkpoints import list_checkpoints
 from muon_gan_nb.dashboard import SampleExplorer, TrainingMonitor
 from muon_gan_nb.data import FEATURES, MUON_PDG, MuonSample
 from muon_gan_nb.models import make_gan
 from muon_gan_nb.preprocessing import MuonScaler
-from muon_gan_nb.training import list_checkpoints, load_run, sample_batches, train
+from muon_gan_nb.training import load_run, train
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL_NETWORKS = {"noise_dim": 8, "generator_hidden": (32, 32), "discriminator_hidden": (32, 32)}

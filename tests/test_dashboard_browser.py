@@ -26,11 +26,11 @@ pytestmark = pytest.mark.browser
 DEMO_CELLS = [
     """\
 import numpy as np
+from muon_gan_nb.batches import sample_batches
 from muon_gan_nb.dashboard import TrainingMonitor
 from muon_gan_nb.data import MuonSample
 from muon_gan_nb.models import make_gan
 from muon_gan_nb.preprocessing import MuonScaler
-from muon_gan_nb.training import sample_batches
 
 rng = np.random.default_rng(0)
 n = 4_000

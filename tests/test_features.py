@@ -4,33 +4,16 @@ import json
 import numpy as np
 import pytest
 
-from muon_gan_nb.data import InvalidInputError, MuonSample, load_default_sample
+from muon_gan_nb.data import InvalidInputError, MuonSample
 from muon_gan_nb.features import (TRANSFORMS, GaussianFilterAlongSamples, bandwidth_scan, filter_blindness,
                                   filter_diagnostics, gaussian_xy, generated_to_physical, load_transform,
                                   make_transform, prepare_training_features, save_transform, shuffled_xy)
 
 
-def _synthetic_sample(n: int, seed: int = 0) -> MuonSample:
-    "SHiP-like muons: 56% prompt at x = y = 0, displaced x, y correlated with px, py."
-    rng = np.random.default_rng(seed)
-    prompt = rng.random(n) < 0.56
-    px, py = rng.laplace(0, 0.5, n), rng.laplace(0, 0.5, n)
-    decay_length = rng.exponential(0.15, n)
-    x = np.where(prompt, 0.0, decay_length * px + rng.normal(0, 0.01, n))
-    y = np.where(prompt, 0.0, decay_length * py + rng.normal(0, 0.01, n))
-    z, pz = -7084.9 + rng.exponential(20.0, n), 10.3 + rng.exponential(25.0, n)
-    pdg = np.where(rng.random(n) < 0.52, -13, 13)
-    return MuonSample(np.column_stack([x, y, z, px, py, pz]), pdg, np.ones(n), source="synthetic")
-
-
 @pytest.fixture(scope="module")
-def muons() -> MuonSample:
+def muons(ship_like_muons) -> MuonSample:
     "40,000 muons of the bundled sample, or synthetic SHiP-like muons where it is missing."
-    try:
-        sample = load_default_sample()
-    except FileNotFoundError:
-        sample = _synthetic_sample(200_000)
-    return sample.sample(40_000, seed=1)
+    return ship_like_muons.sample(40_000, seed=1)
 
 
 @pytest.mark.parametrize("name", ["none", "polar", "sign-sqrt", "widening"])

@@ -130,7 +130,7 @@ def test_refresh_in_noise_mode_sets_weights():
     (dict(mode="latent"), "Unknown guidance mode"),
     (dict(alpha=float("nan")), "alpha must be a finite number"),
     (dict(mode="noise", noise_dim=4), "noise_dim=4 is below 6"),
-    (dict(classifier_depth=0), "classifier_depth must be a positive integer"),
+    (dict(classifier_depth=0), "classifier_depth must be an integer >= 1"),
 ])
 def test_invalid_options_rejected(options, message):
     settings = {**SMALL, **options}

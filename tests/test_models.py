@@ -153,8 +153,8 @@ def test_generation_does_not_depend_on_thread_count(monkeypatch):
 
 _TRAIN_AND_HASH = """
 import hashlib, numpy as np
+from muon_gan_nb.batches import sample_batches
 from muon_gan_nb.models import make_gan
-from muon_gan_nb.training import sample_batches
 import tensorflow as tf
 gan = make_gan("vanilla", seed=0)
 gan.compile(steps_per_execution=25)

@@ -3,37 +3,20 @@ import keras
 import numpy as np
 import pytest
 
-from muon_gan_nb.data import MUON_PDG, InvalidInputError, MuonSample, load_default_sample
+from muon_gan_nb.batches import sample_batches
+from muon_gan_nb.data import MUON_PDG, InvalidInputError
 from muon_gan_nb.models import make_gan
 from muon_gan_nb.preprocessing import MuonScaler
 from muon_gan_nb.prompt import (PromptAwareGAN, PromptAwareWGANGP, label_fractions, prompt_model_options,
                                 training_rows)
-from muon_gan_nb.training import sample_batches
 
 SMALL = dict(noise_dim=16, generator_hidden=(64, 64), discriminator_hidden=(64, 64), seed=0)
 
 
-def _synthetic_sample(n: int, seed: int = 0) -> MuonSample:
-    "SHiP-like muons: 56% prompt at x = y = 0, μ+ fraction 0.50 among prompt and 0.545 among displaced."
-    rng = np.random.default_rng(seed)
-    prompt = rng.random(n) < 0.56
-    px, py = rng.laplace(0, 0.5, n), rng.laplace(0, 0.5, n)
-    decay_length = rng.exponential(0.15, n)
-    x = np.where(prompt, 0.0, decay_length * px + rng.normal(0, 0.01, n))
-    y = np.where(prompt, 0.0, decay_length * py + rng.normal(0, 0.01, n))
-    z, pz = -7084.9 + rng.exponential(20.0, n), 10.3 + rng.exponential(25.0, n)
-    pdg = np.where(rng.random(n) < np.where(prompt, 0.50, 0.545), -MUON_PDG, MUON_PDG)
-    return MuonSample(np.column_stack([x, y, z, px, py, pz]), pdg, np.ones(n), source="synthetic")
-
-
 @pytest.fixture(scope="module")
-def data():
+def data(ship_like_muons):
     "Training muons (30,000 of the bundled sample, or synthetic ones), their scaler and training rows."
-    try:
-        sample = load_default_sample()
-    except FileNotFoundError:
-        sample = _synthetic_sample(200_000)
-    train = sample.sample(30_000, seed=2)
+    train = ship_like_muons.sample(30_000, seed=2)
     scaler = MuonScaler().fit(train.features)
     return train, scaler, training_rows(train, scaler)
 

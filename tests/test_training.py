@@ -10,11 +10,11 @@ import keras
 import numpy as np
 import pytest
 
+from muon_gan_nb.checkpoints import list_checkpoints
 from muon_gan_nb.data import InvalidInputError, MuonSample, load_muons, write_muons
 from muon_gan_nb.evaluation import evaluate_fidelity
 from muon_gan_nb.models import make_gan
-from muon_gan_nb.training import (TrainedRun, TrainingDivergedError, generate_shards, generate_to_file,
-                                  list_checkpoints, load_run, train)
+from muon_gan_nb.training import TrainedRun, TrainingDivergedError, generate_shards, generate_to_file, load_run, train
 
 REPO = Path(__file__).resolve().parents[1]
 FAST_EVALUATION = {"bootstrap": 0, "mmd_blocks": 2}
@@ -241,7 +241,7 @@ def test_stream_from_split_files(tmp_path):
 def test_batch_datasets_leave_autotuning_off(tmp_path):
     "tf.data's autotuning thread delayed the end of every fit by seconds; neither batch dataset may start it."
     from muon_gan_nb.preprocessing import MuonScaler
-    from muon_gan_nb.training import sample_batches, stream_batches
+    from muon_gan_nb.batches import sample_batches, stream_batches
 
     sample = toy_muons(1_000, seed=2)
     path = write_muons(sample, tmp_path / "SPLIT_0.npy")
