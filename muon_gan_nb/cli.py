@@ -507,6 +507,18 @@ def _resume_arguments(out: Path, iterations: int | None) -> dict:
             "iterations": iterations or stored["iterations"]}
 
 
+_RESUME_MAY_GIVE = ("command", "handler", "resume", "out", "iterations")  # what --resume may come with
+
+
+def _options_given_with_resume(arguments: argparse.Namespace) -> list[str]:
+    "The train options, as `--name`, set away from their defaults: --resume keeps the run's own and ignores them."
+    defaults = vars(build_parser().parse_args(["train"]))
+    logging_names = set(vars(_logging_options().parse_args([])))
+    return [f"--{name.replace('_', '-')}" for name, value in vars(arguments).items()
+            if name in defaults and name not in logging_names and name not in _RESUME_MAY_GIVE
+            and value != defaults[name]]
+
+
 def _run_train(arguments: argparse.Namespace) -> int:
     "Train a GAN with the options of `muon-gan train` and print where the results are."
     resume = arguments.resume is not None
@@ -520,7 +532,11 @@ def _run_train(arguments: argparse.Namespace) -> int:
                          "--resume would continue; give one of them")
     if resume and arguments.out is None:
         raise UsageError("--resume needs the run folder: muon-gan train --resume RUN")
+    if resume and (given := _options_given_with_resume(arguments)):
+        raise UsageError(f"--resume continues {arguments.out} with the options it was trained with, and only "
+                         f"--iterations may change; drop {', '.join(given)}, or train a new run with another --out")
     out = Path(arguments.out or f"runs/{arguments.model}-{datetime.now():%Y%m%d-%H%M%S}")
+    arguments.out = str(out)  # named by the message of an interrupted run
     _check_run_folder(out, arguments.force, resume)
     if resume:
         options = _resume_arguments(out, arguments.iterations)
@@ -662,7 +678,7 @@ def _is_failed_training(error: BaseException) -> bool:
 
 def main(argv: Sequence[str] | None = None,  # arguments after `muon-gan`; None reads sys.argv
          ) -> int:
-    "Run the `muon-gan` command line and return its exit status: 0 success, 1 diverged training, 2 invalid input."
+    "Run `muon-gan` and return its exit status: 0 success, 1 diverged training, 2 invalid input, 130 interrupted."
     parser = build_parser()
     try:
         arguments, unknown = parser.parse_known_args(argv)
@@ -680,6 +696,11 @@ def main(argv: Sequence[str] | None = None,  # arguments after `muon-gan`; None 
     try:
         return arguments.handler(arguments)
     except BaseException as error:
+        if isinstance(error, KeyboardInterrupt):
+            hint = (f": its newest checkpoint keeps the training so far; continue with `muon-gan train --resume "
+                    f"{arguments.out}`" if arguments.command == "train" else "")
+            print(f"muon-gan: interrupted{hint}", file=sys.stderr)
+            return 130
         if _is_failed_training(error):
             print(f"muon-gan: error: {_one_line(error)}", file=sys.stderr)
             return 1

@@ -572,11 +572,14 @@ def load_run(path: str | Path,  # run folder written by `train`
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"Run folder {path} not found: pass a folder written by train or `muon-gan train`")
-    for name, what in (("model.keras", "the trained GAN"), ("scaler.json", "the scaler"),
-                       ("options.json", "the run's options")):
+    if not (path / "options.json").is_file():
+        raise FileNotFoundError(f"{path} is not a run folder (it has no options.json): pass a folder written by "
+                                "train or `muon-gan train`")
+    for name, what in (("model.keras", "the trained GAN"), ("scaler.json", "the scaler")):
         if not (path / name).is_file():
-            raise FileNotFoundError(f"{path / name} not found: the run folder {path} is missing {what}; train writes "
-                                    "it when training ends, so finish the run with train(out=..., resume=True)")
+            raise FileNotFoundError(f"{path / name} not found: the run in {path} is missing {what}, which train "
+                                    f"writes when training ends; finish it with `muon-gan train --resume {path}` "
+                                    "(in Python, train(out=..., resume=True))")
     try:
         gan = keras.saving.load_model(path / "model.keras", safe_mode=True, compile=False)
     except (ValueError, TypeError, KeyError, AttributeError, OSError, zipfile.BadZipFile) as error:
@@ -689,12 +692,17 @@ def train(model: str = "vanilla",  # "vanilla", "wgan-gp", "guided", "prompt" or
         _make_strategy(strategy)  # raises with the list of strategies
     _prepare_run_folder(out, resume, force)
 
-    checkpoint, stored_scaler, stored_transform = None, None, None
+    checkpoint, stored_scaler, stored_transform, trained = None, None, None, 0
     if resume:
         options = _merge_resumed_options({**_EXTRA_DEFAULTS, **_read_json(out / "options.json", "options")},
                                          requested)
         checkpoints = list_checkpoints(out / "checkpoints")
         checkpoint = checkpoints[-1] if checkpoints else None
+        trained = int(checkpoint.name.split("-")[1]) if checkpoint is not None else 0
+        if requested["iterations"] < trained:
+            raise InvalidInputError(f"iterations={requested['iterations']} is below the {trained} iterations the run "
+                                    f"in {out} has already trained: pass at least {trained} to continue it, or use "
+                                    "it as it is with load_run")
         if (out / "scaler.json").is_file():
             stored_scaler = MuonScaler.load(out / "scaler.json")
         if (out / "transform.json").is_file():
@@ -712,9 +720,7 @@ def train(model: str = "vanilla",  # "vanilla", "wgan-gp", "guided", "prompt" or
                    mu_plus_fraction=run_data.mu_plus_fraction, data_fingerprint=run_data.fingerprint,
                    data_model_options=run_data.model_options)
 
-    start, metrics, state_extra = 0, None, {}
-    if checkpoint is not None:
-        start = int(checkpoint.name.split("-")[1])
+    start, metrics, state_extra = trained, None, {}
     target = max(options["iterations"], start)
     epoch_length = math.gcd(math.gcd(options["eval_every"], options["checkpoint_every"]), math.gcd(start, target))
     steps = math.gcd(options["steps_per_execution"], epoch_length)
@@ -764,7 +770,8 @@ def train(model: str = "vanilla",  # "vanilla", "wgan-gp", "guided", "prompt" or
         return {"metrics": metrics, "run_id": run_id, "scaler": run_data.scaler.to_dict()}
 
     checkpointer = _Checkpointer(state, out / "checkpoints", options["checkpoint_every"], checkpoint_state)
-    run_callbacks = [_LossLog(state, progress), evaluator, checkpointer, *callbacks]
+    loss_log = _LossLog(state, progress)
+    run_callbacks = [loss_log, evaluator, checkpointer, *callbacks]
     if options["model"] == "guided":
         run_callbacks.insert(1, _UntilDiverged(_importance_refresh(options, run_data, start, metrics), state))
     if target > start:
@@ -772,8 +779,11 @@ def train(model: str = "vanilla",  # "vanilla", "wgan-gp", "guided", "prompt" or
         logger.info("run %s: training %s from iteration %d to %d (%d per epoch, %d fused per graph call, "
                     "%d replica(s))", run_id, options["model"], start, target, epoch_length, steps,
                     distribution.num_replicas_in_sync)
-        gan.fit(_real_batches(options, run_data, rows, start), steps_per_epoch=epoch_length,
-                epochs=(target - start) // epoch_length, callbacks=run_callbacks, shuffle=False, verbose=0)
+        try:
+            gan.fit(_real_batches(options, run_data, rows, start), steps_per_epoch=epoch_length,
+                    epochs=(target - start) // epoch_length, callbacks=run_callbacks, shuffle=False, verbose=0)
+        finally:  # Keras skips on_train_end when Ctrl-C or an error ends fit; the bar must still close first
+            loss_log.on_train_end()
     seconds = seconds_before + time.perf_counter() - started
 
     if state.failure is not None:

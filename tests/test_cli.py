@@ -3,8 +3,10 @@ import errno
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -402,3 +404,53 @@ def test_pickled_npy_refused_without_unpickling(tmp_path, monkeypatch):
     process = run_cli("train", "--data", crafted, "--out", tmp_path / "run", *TINY_TRAINING)
     assert_one_line_error(process, "crafted.npy")
     assert not (tmp_path / "run").exists()
+
+
+# --- resuming and interrupting ------------------------------------------------------------------------
+
+def test_resume_refuses_other_options(run_copy):
+    before = (run_copy / "options.json").read_text()
+    process = run_cli("train", "--resume", run_copy, "--iterations", "60", "--batch-size", "50", "--model", "wgan-gp")
+    assert_one_line_error(process, "only --iterations may change", "--model", "--batch-size")
+    assert (run_copy / "options.json").read_text() == before  # nothing trained, nothing rewritten
+
+
+def test_resume_refuses_fewer_iterations_than_trained(run_copy):
+    before = (run_copy / "options.json").read_text()
+    process = run_cli("train", "--resume", run_copy, "--iterations", "30")
+    assert_one_line_error(process, "iterations=30 is below the 40 iterations", "pass at least 40")
+    assert (run_copy / "options.json").read_text() == before
+
+
+def test_evaluate_names_a_folder_that_is_not_a_run(tmp_path):
+    process = run_cli("evaluate", tmp_path)
+    assert_one_line_error(process, "is not a run folder", "muon-gan train")
+
+
+def test_interrupted_training_says_how_to_resume(small_data, tmp_path):
+    "A real run stopped by SIGINT (Ctrl-C) after its first checkpoint exits 130 with the --resume command."
+    out = tmp_path / "interrupted"
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    process = subprocess.Popen([sys.executable, "-m", "muon_gan_nb.cli", "train", "--data", str(small_data),
+                                "--out", str(out), "--iterations", "1000000", "--batch-size", "64",
+                                "--eval-every", "100", "--eval-size", "400", "--checkpoint-every", "100"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "checkpoints").is_dir() or not any((out / "checkpoints").glob("iteration-*")):
+            assert process.poll() is None and time.monotonic() < deadline, "no checkpoint was written"
+            time.sleep(0.5)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last == (f"muon-gan: interrupted: its newest checkpoint keeps the training so far; continue with "
+                    f"`muon-gan train --resume {out}`"), last
+    assert "Traceback" not in stderr
+    checkpoint = max(int(path.name.split("-")[1]) for path in (out / "checkpoints").glob("iteration-*"))
+    resumed = run_cli("train", "--resume", out, "--iterations", str(checkpoint + 100))
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"at iteration {checkpoint}" in resumed.stderr
+    assert json.loads((out / "metrics.json").read_text())["iteration"][-1] == checkpoint + 100
