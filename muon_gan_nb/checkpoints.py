@@ -14,10 +14,10 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from .data import InvalidInputError, json_safe
+from .data import InvalidInputError, _fsync_file, json_safe
 
 # %% auto #0
-__all__ = ['CHECKPOINTS_KEPT', 'save_checkpoint', 'list_checkpoints', 'restore_checkpoint']
+__all__ = ['CHECKPOINTS_KEPT', 'save_checkpoint', 'checkpoint_iteration', 'list_checkpoints', 'restore_checkpoint']
 
 # %% ../nbs/06_checkpoints.ipynb #ad56c6b7
 CHECKPOINTS_KEPT = 2  # newest checkpoints kept in RUN/checkpoints
@@ -68,8 +68,7 @@ def save_checkpoint(folder: str | Path,  # RUN/checkpoints
         (partial / "state.json").write_text(json.dumps(json_safe(
             {"iteration": iteration, "variables": layout, **state}), allow_nan=False))
         for file in partial.iterdir():
-            with open(file, "rb") as handle:
-                os.fsync(handle.fileno())
+            _fsync_file(file)
         if final.exists():
             shutil.rmtree(final)
         os.rename(partial, final)
@@ -82,6 +81,11 @@ def save_checkpoint(folder: str | Path,  # RUN/checkpoints
     return final
 
 
+def checkpoint_iteration(path: str | Path) -> int:
+    "Return the iteration of a checkpoint folder from its name, iteration-NNNNNNNNN."
+    return int(Path(path).name.split("-")[1])
+
+
 def list_checkpoints(folder: str | Path) -> list[Path]:
     "Complete checkpoints in `folder`, oldest first; unfinished temporary folders are ignored."
     folder = Path(folder)
@@ -89,7 +93,7 @@ def list_checkpoints(folder: str | Path) -> list[Path]:
         return []
     found = [path for path in folder.glob("iteration-*")
              if (path / "state.json").is_file() and (path / "variables.npz").is_file()]
-    return sorted(found, key=lambda path: int(path.name.split("-")[1]))
+    return sorted(found, key=checkpoint_iteration)
 
 
 def restore_checkpoint(path: str | Path,  # one checkpoint folder

@@ -507,15 +507,15 @@ def _resume_arguments(out: Path, iterations: int | None) -> dict:
             "iterations": iterations or stored["iterations"]}
 
 
-_RESUME_MAY_GIVE = ("command", "handler", "resume", "out", "iterations")  # what --resume may come with
+_RESUME_ALLOWED = ("command", "handler", "resume", "out", "iterations")  # arguments allowed beside --resume
 
 
 def _options_given_with_resume(arguments: argparse.Namespace) -> list[str]:
-    "The train options, as `--name`, set away from their defaults: --resume keeps the run's own and ignores them."
+    "Return the train options, as `--name`, set away from their defaults; --resume would ignore them."
     defaults = vars(build_parser().parse_args(["train"]))
     logging_names = set(vars(_logging_options().parse_args([])))
     return [f"--{name.replace('_', '-')}" for name, value in vars(arguments).items()
-            if name in defaults and name not in logging_names and name not in _RESUME_MAY_GIVE
+            if name in defaults and name not in logging_names and name not in _RESUME_ALLOWED
             and value != defaults[name]]
 
 
@@ -536,7 +536,7 @@ def _run_train(arguments: argparse.Namespace) -> int:
         raise UsageError(f"--resume continues {arguments.out} with the options it was trained with, and only "
                          f"--iterations may change; drop {', '.join(given)}, or train a new run with another --out")
     out = Path(arguments.out or f"runs/{arguments.model}-{datetime.now():%Y%m%d-%H%M%S}")
-    arguments.out = str(out)  # named by the message of an interrupted run
+    arguments.out = str(out)  # the message of an interrupted run names this folder
     _check_run_folder(out, arguments.force, resume)
     if resume:
         options = _resume_arguments(out, arguments.iterations)
@@ -697,8 +697,10 @@ def main(argv: Sequence[str] | None = None,  # arguments after `muon-gan`; None 
         return arguments.handler(arguments)
     except BaseException as error:
         if isinstance(error, KeyboardInterrupt):
-            hint = (f": its newest checkpoint keeps the training so far; continue with `muon-gan train --resume "
-                    f"{arguments.out}`" if arguments.command == "train" else "")
+            hint = ""
+            if arguments.command == "train":
+                hint = (f": training is saved up to the newest checkpoint; continue with "
+                        f"`muon-gan train --resume {arguments.out}`")
             print(f"muon-gan: interrupted{hint}", file=sys.stderr)
             return 130
         if _is_failed_training(error):

@@ -159,8 +159,9 @@ def noise_in_slices(rows,  # number of rows: an int or an integer scalar tensor
     for index in range(slices):
         start = tf.minimum(index * per_slice, rows)
         size = tf.minimum(per_slice, rows - start)
-        # The seed sets the low 64 bits of the 128-bit counter to zero, so adding the offset there never
-        # carries into the high half.
+        # NOTE: this adds the offset to the low 64 bits of the 128-bit counter without a carry. TF 2.21 set
+        # those bits to zero for every seed tested (the test below has large and negative seeds), but it does
+        # not document that, so a seed that set them high could make a slice wrong.
         offset = tf.stack([start * noise_dim // NORMALS_PER_COUNTER, tf.constant(0, tf.int64)])
         moved = tf.bitcast(tf.bitcast(counter, tf.int64) + offset, tf.uint64)
         parts.append(tf.raw_ops.StatelessRandomNormalV2(shape=tf.stack([size, noise_dim]), key=key,

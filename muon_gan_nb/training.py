@@ -25,9 +25,9 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from .batches import SplitScan, sample_batches, scan_split_files, stream_batches
-from .checkpoints import list_checkpoints, restore_checkpoint, save_checkpoint
-from .data import (FEATURES, MUON_PDG, InvalidInputError, MuonSample, atomic_write, check_count, json_safe,
-                              load_default_sample, load_muons, write_json)
+from .checkpoints import checkpoint_iteration, list_checkpoints, restore_checkpoint, save_checkpoint
+from .data import (FEATURES, MUON_PDG, InvalidInputError, MuonSample, _fsync_file, atomic_write, check_count,
+                              json_safe, load_default_sample, load_muons, write_json)
 from .features import (TRANSFORMS, FeatureTransform, load_transform, make_transform,
                                   prepare_training_features, save_transform)
 from .models import noise_in_slices, run_in_threads  # also sizes TensorFlow's thread pools, before it starts
@@ -698,7 +698,7 @@ def train(model: str = "vanilla",  # "vanilla", "wgan-gp", "guided", "prompt" or
                                          requested)
         checkpoints = list_checkpoints(out / "checkpoints")
         checkpoint = checkpoints[-1] if checkpoints else None
-        trained = int(checkpoint.name.split("-")[1]) if checkpoint is not None else 0
+        trained = checkpoint_iteration(checkpoint) if checkpoint is not None else 0
         if requested["iterations"] < trained:
             raise InvalidInputError(f"iterations={requested['iterations']} is below the {trained} iterations the run "
                                     f"in {out} has already trained: pass at least {trained} to continue it, or use "
@@ -838,8 +838,7 @@ def _save_model(gan, path: Path):
     with tempfile.TemporaryDirectory(prefix=".model-", dir=path.parent) as folder:
         temporary = Path(folder) / path.name
         gan.save(temporary)
-        with open(temporary, "rb") as handle:
-            os.fsync(handle.fileno())
+        _fsync_file(temporary)
         os.replace(temporary, path)
 
 

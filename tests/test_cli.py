@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from muon_gan_nb import cli
+from muon_gan_nb.checkpoints import checkpoint_iteration, list_checkpoints
 from muon_gan_nb.data import FEATURES, InvalidInputError, load_default_sample, load_muons, write_muons
 
 # Broken files among the input cases, each with a fragment that its error message must contain besides
@@ -422,13 +423,13 @@ def test_resume_refuses_fewer_iterations_than_trained(run_copy):
     assert (run_copy / "options.json").read_text() == before
 
 
-def test_evaluate_names_a_folder_that_is_not_a_run(tmp_path):
+def test_evaluate_rejects_non_run_folder(tmp_path):
     process = run_cli("evaluate", tmp_path)
     assert_one_line_error(process, "is not a run folder", "muon-gan train")
 
 
-def test_interrupted_training_says_how_to_resume(small_data, tmp_path):
-    "A real run stopped by SIGINT (Ctrl-C) after its first checkpoint exits 130 with the --resume command."
+def test_interrupted_train_names_resume(small_data, tmp_path):
+    "A real run stopped by SIGINT (Ctrl-C) after its first checkpoint exits 130 and names the --resume command."
     out = tmp_path / "interrupted"
     environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
     process = subprocess.Popen([sys.executable, "-m", "muon_gan_nb.cli", "train", "--data", str(small_data),
@@ -438,7 +439,8 @@ def test_interrupted_training_says_how_to_resume(small_data, tmp_path):
     try:
         deadline = time.monotonic() + 300
         while not (out / "checkpoints").is_dir() or not any((out / "checkpoints").glob("iteration-*")):
-            assert process.poll() is None and time.monotonic() < deadline, "no checkpoint was written"
+            assert process.poll() is None, "training ended before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint was written within 300 s"
             time.sleep(0.5)
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=120)
@@ -446,10 +448,10 @@ def test_interrupted_training_says_how_to_resume(small_data, tmp_path):
         process.kill()
     assert process.returncode == 130, stderr
     last = stderr.strip().splitlines()[-1]
-    assert last == (f"muon-gan: interrupted: its newest checkpoint keeps the training so far; continue with "
+    assert last == (f"muon-gan: interrupted: training is saved up to the newest checkpoint; continue with "
                     f"`muon-gan train --resume {out}`"), last
     assert "Traceback" not in stderr
-    checkpoint = max(int(path.name.split("-")[1]) for path in (out / "checkpoints").glob("iteration-*"))
+    checkpoint = checkpoint_iteration(list_checkpoints(out / "checkpoints")[-1])
     resumed = run_cli("train", "--resume", out, "--iterations", str(checkpoint + 100))
     assert resumed.returncode == 0, resumed.stderr
     assert f"at iteration {checkpoint}" in resumed.stderr
