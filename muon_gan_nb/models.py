@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['logger', 'THREAD_VARIABLES', 'PHILOX', 'NORMALS_PER_COUNTER', 'GAN_MODELS', 'configure_cpu_threads', 'run_in_threads',
-           'build_generator', 'build_discriminator', 'noise_in_slices', 'register_gan', 'FusedAdam', 'MuonGAN',
+           'build_generator', 'build_discriminator', 'noise_rows', 'row_slices', 'register_gan', 'FusedAdam', 'MuonGAN',
            'VanillaGAN', 'WGANGP', 'make_gan']
 
 # %% ../nbs/02_models.ipynb #4562808a
@@ -141,32 +141,35 @@ PHILOX = 1  # TensorFlow's number for Philox, the algorithm tf.random.stateless_
 NORMALS_PER_COUNTER = 4  # Gaussian values Philox makes from one step of its counter
 
 
-def noise_in_slices(rows,  # number of rows: an int or an integer scalar tensor
-                    noise_dim: int,  # noise values per row
-                    seed,  # shape [2] integer seed, as tf.random.stateless_normal takes it
-                    slices: int | None = None,  # row slices drawn independently; None: one per usable core
-                    ) -> tf.Tensor:
-    "`tf.random.stateless_normal((rows, noise_dim), seed)`, bit for bit, drawn in independent row slices."
-    slices = usable_cores() if slices is None else check_count("slices", slices)
+def noise_rows(start,  # first row: an int or an integer scalar tensor
+               count,  # number of rows
+               noise_dim: int,  # noise values per row
+               seed,  # shape [2] integer seed, as tf.random.stateless_normal takes it
+               ) -> tf.Tensor:
+    "Rows [start, start + count) of `tf.random.stateless_normal((rows, noise_dim), seed)`, bit for bit, for any rows."
     noise_dim = check_count("noise_dim", noise_dim)
+    # The rows must begin on a whole step of the counter; with noise_dim = 100 every row does.
+    if isinstance(start, (int, np.integer)) and start * noise_dim % NORMALS_PER_COUNTER:
+        raise InvalidInputError(f"start={start} with noise_dim={noise_dim} does not begin on a whole Philox counter "
+                                f"step: use a start that is a multiple of {NORMALS_PER_COUNTER}")
     key, counter = tf.raw_ops.StatelessRandomGetKeyCounter(seed=seed)
-    rows = tf.cast(rows, tf.int64)
-    # Rows per slice, a multiple of NORMALS_PER_COUNTER: then every slice starts on a whole counter step
-    # whatever noise_dim is.
-    step = NORMALS_PER_COUNTER * slices
-    per_slice = (rows + step - 1) // step * NORMALS_PER_COUNTER
-    parts = []
-    for index in range(slices):
-        start = tf.minimum(index * per_slice, rows)
-        size = tf.minimum(per_slice, rows - start)
-        # NOTE: this adds the offset to the low 64 bits of the 128-bit counter without a carry. TF 2.21 set
-        # those bits to zero for every seed tested (the test below has large and negative seeds), but it does
-        # not document that, so a seed that set them high could make a slice wrong.
-        offset = tf.stack([start * noise_dim // NORMALS_PER_COUNTER, tf.constant(0, tf.int64)])
-        moved = tf.bitcast(tf.bitcast(counter, tf.int64) + offset, tf.uint64)
-        parts.append(tf.raw_ops.StatelessRandomNormalV2(shape=tf.stack([size, noise_dim]), key=key,
-                                                        counter=moved, alg=PHILOX))
-    return tf.concat(parts, axis=0)
+    start = tf.cast(start, tf.int64)
+    # NOTE: this adds the offset to the low 64 bits of the 128-bit counter without a carry. TF 2.21 set
+    # those bits to zero for every seed tested (the test below has large and negative seeds), but it does
+    # not document that, so a seed that set them high could make the rows wrong.
+    offset = tf.stack([start * noise_dim // NORMALS_PER_COUNTER, tf.constant(0, tf.int64)])
+    moved = tf.bitcast(tf.bitcast(counter, tf.int64) + offset, tf.uint64)
+    return tf.raw_ops.StatelessRandomNormalV2(shape=tf.stack([tf.cast(count, tf.int64), noise_dim]), key=key,
+                                              counter=moved, alg=PHILOX)
+
+
+def row_slices(count: int,  # rows to cover
+               parts: int | None = None,  # most slices; None: one per usable core
+               ) -> list[tuple[int, int]]:
+    "(start, size) of consecutive row slices that cover [0, count), each start a multiple of NORMALS_PER_COUNTER."
+    parts = usable_cores() if parts is None else check_count("parts", parts)
+    per_slice = -(-count // (NORMALS_PER_COUNTER * parts)) * NORMALS_PER_COUNTER
+    return [(start, min(per_slice, count - start)) for start in range(0, count, per_slice)] if count > 0 else []
 
 # %% ../nbs/02_models.ipynb #6fe4172a
 GAN_MODELS: dict[str, type] = {}  # model name (as `make_gan` takes it) -> MuonGAN subclass
@@ -415,13 +418,37 @@ class MuonGAN(keras.Model):
         "Noise for `n` generated muons as the generator sees it: `sample_noise` then the `adjust_noise` hook."
         return self.adjust_noise(self.sample_noise(n))
 
-    def _generate_chunk(self, count, seed):
-        noise = noise_in_slices(count, self.noise_dim, seed)  # the stateless normals, drawn on every core
+    def _generate_rows(self, start, count, seed):
+        noise = noise_rows(start, count, self.noise_dim, seed)
         return self.sampling_generator(self.adjust_noise(noise), training=False)
+
+    def stream_rows(self,
+                    seed: int,  # seed of the stream; block k draws its noise with the seed pair (seed, k)
+                    blocks: Iterable[tuple[int, int]],  # (block number k, rows): the first `rows` rows of block k
+                    ) -> np.ndarray:
+        "Scaled muons of the given blocks of the noise stream seeded by `seed`, stacked in order; float32."
+        if self._generation_function is None:
+            self._generation_function = tf.function(self._generate_rows, input_signature=[
+                tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64), tf.TensorSpec([2], tf.int64)])
+        # Each block is cut into one row slice per core, and each slice is a graph call of its own, run from
+        # its own Python thread. A compiled call computes every row as it would in a call on the whole block.
+        pieces, stacked = [], 0
+        for block, rows in blocks:
+            pieces += [(stacked + start, block, start, size) for start, size in row_slices(rows)]
+            stacked += rows
+        features = np.empty((stacked, self.n_features), np.float32)
+
+        def fill(piece: tuple[int, int, int, int]):
+            at, block, start, size = piece
+            features[at:at + size] = self._generation_function(
+                tf.constant(start, tf.int64), tf.constant(size, tf.int64), tf.constant([seed, block], tf.int64)).numpy()
+
+        run_in_threads(fill, pieces)
+        return features
 
     def generate_scaled(self,
                         n: int,  # number of muons to generate
-                        batch_size: int = 65_536,  # muons per graph call; bounds the memory of one call
+                        batch_size: int = 65_536,  # muons per chunk; chunk k's noise is seeded by (seed, k)
                         seed: int | None = None,  # seed of the noise; None draws one from the model's seed generator
                         ) -> np.ndarray:
         "Generate `n` muons in scaled units with the generator in inference mode; float32 (n, n_features)."
@@ -430,19 +457,9 @@ class MuonGAN(keras.Model):
         batch_size = check_count("batch_size", batch_size)
         if seed is None:
             seed = int(keras.random.randint((), 0, 2**31 - 1, seed=self.seed_generator))
-        if self._generation_function is None:
-            self._generation_function = tf.function(
-                self._generate_chunk, input_signature=[tf.TensorSpec([], tf.int32), tf.TensorSpec([2], tf.int64)])
-        features = np.empty((n, self.n_features), np.float32)
-
-        def fill(chunk: int):  # chunk k contains rows [k * batch_size, ...) and its noise seed is (seed, k)
-            start = chunk * batch_size
-            count = min(batch_size, n - start)
-            features[start:start + count] = self._generation_function(
-                tf.constant(count, tf.int32), tf.constant([seed, chunk], tf.int64)).numpy()
-
-        run_in_threads(fill, range(math.ceil(n / batch_size)))
-        return features
+        # Chunk k holds rows [k * batch_size, ...) and draws its noise with the seed pair (seed, k).
+        return self.stream_rows(seed, [(chunk, min(batch_size, n - chunk * batch_size))
+                                       for chunk in range(math.ceil(n / batch_size))])
 
 # %% ../nbs/02_models.ipynb #60dc07ca
 def _unpack_batch(data):

@@ -30,7 +30,7 @@ from .data import (FEATURES, MUON_PDG, InvalidInputError, MuonSample, _fsync_fil
                               json_safe, load_default_sample, load_muons, write_json)
 from .features import (TRANSFORMS, FeatureTransform, load_transform, make_transform,
                                   prepare_training_features, save_transform)
-from .models import noise_in_slices, run_in_threads  # also sizes TensorFlow's thread pools, before it starts
+import muon_gan_nb.models  # noqa: F401  sizes TensorFlow's thread pools before TensorFlow starts
 from .preprocessing import MuonScaler
 
 logger = logging.getLogger(__name__)
@@ -63,33 +63,21 @@ def package_versions() -> dict:
             "devices": [device.name for device in tf.config.list_logical_devices()]}
 
 # %% ../nbs/06_training.ipynb #eed769a7
-GENERATION_BLOCK = 10_000  # rows of noise per compiled generator call; the unit of reproducible seeding
+GENERATION_BLOCK = 10_000  # rows of noise per block; the unit of reproducible seeding
 
 
 class _BlockGenerator:
-    "Compiled generation of scaled muons, block by block, from stateless noise."
+    "Scaled muons of a model, block by block, from stateless noise (`MuonGAN.stream_rows`)."
 
     def __init__(self, model, block: int = GENERATION_BLOCK):
         self.block, self.model = block, model
-        # The weight average generates when the model keeps one (ema_decay > 0).
-        generator = getattr(model, "sampling_generator", model.generator)
-        noise_dim = int(model.noise_dim)
-        adjust_noise = getattr(model, "adjust_noise", lambda noise: noise)  # guided training's noise weighting
-
-        @tf.function(input_signature=[tf.TensorSpec([2], tf.int64)])
-        def scaled_block(seed_pair):
-            noise = noise_in_slices(block, noise_dim, seed_pair)  # the stateless normals, drawn on every core
-            return generator(adjust_noise(noise), training=False)
-
-        self._scaled_block = scaled_block
 
     def features(self, start: int, count: int, seed: int) -> np.ndarray:
         "Scaled features of rows [start, start + count) of the stream seeded by `seed`."
         first, last = start // self.block, (start + count - 1) // self.block
-        parts = run_in_threads(lambda block: self._scaled_block(tf.constant([seed, block], tf.int64)).numpy(),
-                               range(first, last + 1))
+        rows = self.model.stream_rows(seed, [(block, self.block) for block in range(first, last + 1)])
         offset = start - first * self.block
-        return np.concatenate(parts)[offset:offset + count]
+        return rows[offset:offset + count]
 
     def pdg(self, start: int, count: int, seed: int, mu_plus_fraction: float) -> np.ndarray:
         "PDG ids of the same rows: -13 with probability `mu_plus_fraction`, else 13."
