@@ -40,7 +40,7 @@ def sample_batches(features: np.ndarray,  # (N, d) scaled training features
                    start_step: int = 0,  # index of the first batch, to resume where a run stopped
                    weights: np.ndarray | None = None,  # (N,) muon weights; None draws uniformly
                    ) -> tf.data.Dataset:
-    "An endless dataset of `rows`-row batches drawn from `features` in the graph; batch k depends only on (seed, k)."
+    "An endless dataset of `rows`-row batches drawn with replacement from `features`; batch k depends only on (seed, k)."
     rows = check_count("rows", rows)
     features = tf.convert_to_tensor(np.asarray(features, dtype=np.float32))
     size = int(features.shape[0])
@@ -65,8 +65,9 @@ def sample_batches(features: np.ndarray,  # (N, d) scaled training features
             index = tf.minimum(tf.searchsorted(cumulative, uniform, side="right"), size - 1)
         return tf.gather(features, index)
 
-    # A plain sequential map: drawing 100 indices and gathering them costs microseconds inside the training
-    # graph, so there is nothing for a parallel map or a prefetch buffer to hide.
+    # NOTE: drawing 100 indices and gathering them takes about 12 µs, but handing each batch through tf.data
+    # adds about 100 µs, 4 % of a vanilla step on 2 AMD EPYC cores. Drawing inside the training step would
+    # save most of it; prefetching and a parallel map gained nothing beyond the noise of the measurement.
     return _without_autotune(tf.data.Dataset.counter(start_step).map(draw))
 
 # %% ../nbs/06_batches.ipynb #a7687730

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import muon_gan_nb
-from .data import SUPPORTED_SUFFIXES, InvalidInputError, atomic_write
+from .data import SUPPORTED_SUFFIXES, InvalidInputError, atomic_write, shard_paths
 
 logger = logging.getLogger(__name__)
 
@@ -285,6 +285,8 @@ def _add_generate_command(commands, parents: list[argparse.ArgumentParser]):
     command.add_argument("--seed", type=seed_value, default=0, help="random seed of the generator's noise")
     command.add_argument("--shards", type=positive_count, default=1, metavar="K",
                          help="split the N muons into K files with distinct seeds, plus a manifest")
+    command.add_argument("--force", action="store_true",
+                         help="overwrite --out (with --shards, its shard files and manifest) if it exists")
     command.set_defaults(handler=_run_generate)
 
 
@@ -593,8 +595,12 @@ def _run_evaluate(arguments: argparse.Namespace) -> int:
     if real is None:
         real = run.heldout()
     from muon_gan_nb.evaluation import evaluate_fidelity, plot_report
-    generated = run.generate(arguments.n, seed=arguments.seed)
-    report = evaluate_fidelity(real, generated, n=arguments.n, seed=arguments.seed)
+    n = min(arguments.n, len(real))  # each class gets as many muons as the real sample has, at most --n
+    if n < arguments.n:
+        print(f"Comparing {n:,} real and {n:,} generated muons: the real sample has {len(real):,} muons, "
+              f"fewer than --n {arguments.n:,}")
+    generated = run.generate(n, seed=arguments.seed)
+    report = evaluate_fidelity(real, generated, n=n, seed=arguments.seed)
 
     metrics_path = out / "metrics.json"
     with atomic_write(metrics_path) as temporary:
@@ -610,6 +616,10 @@ def _run_evaluate(arguments: argparse.Namespace) -> int:
 def _run_generate(arguments: argparse.Namespace) -> int:
     "Generate muons with a saved run and write them to --out in chunks."
     out = _check_output_file(arguments.out, GENERATE_FORMATS)
+    files, manifest = shard_paths(out, arguments.shards) if arguments.shards > 1 else ([out], None)
+    existing = [path for path in files + [manifest] if path is not None and path.exists()]
+    if existing and not arguments.force:
+        raise UsageError(f"{existing[0]} already exists: pass --force to overwrite it, or choose another --out")
     run = _load_run_checked(arguments.run)
     if arguments.shards > 1:
         from muon_gan_nb.training import generate_shards

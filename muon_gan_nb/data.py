@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 __all__ = ['logger', 'FEATURES', 'FEATURE_UNITS', 'SHIP_COLUMNS', 'MUON_PDG', 'ORIGINS', 'SUPPORTED_SUFFIXES', 'FAIRSHIP_TREE',
            'FAIRSHIP_BRANCHES', 'FAIRSHIP_REQUIRED', 'TABLE_REQUIRED', 'TABLE_DEFAULTS', 'CM_PER_METRE',
            'DEFAULT_SAMPLE', 'MuonSample', 'InvalidInputError', 'check_count', 'atomic_write', 'json_safe',
-           'write_json', 'usable_cores', 'iter_muon_chunks', 'load_muons', 'MuonWriter', 'write_muons',
+           'write_json', 'usable_cores', 'iter_muon_chunks', 'load_muons', 'MuonWriter', 'write_muons', 'shard_paths',
            'load_default_sample', 'default_sample_settings']
 
 # %% ../nbs/00_data.ipynb #5ea14c1a
@@ -353,7 +353,8 @@ def _expand_paths(paths: str | Path | Iterable[str | Path]) -> list[Path]:
             files.append(Path(item))
     for file in files:
         if not file.exists():
-            raise FileNotFoundError(f"Muon file not found: {file}")
+            raise FileNotFoundError(f"Muon file not found: {file}; check the path (SHiP .npy, FairShip .root, "
+                                    ".parquet, .csv or .npz files, or a pattern such as SPLIT_*.npy)")
         if file.is_dir():
             raise InvalidInputError(f"{file} is a folder; give a file, or a pattern such as {file / 'SPLIT_*.npy'}")
     return files
@@ -709,7 +710,7 @@ class MuonWriter:
                 atomic.__exit__(type(error), error, error.__traceback__)  # removes the temporary file
                 raise
             atomic.__exit__(None, None, None)  # flushes to disk and renames into place
-            logger.info("Wrote %d muons to %s", self.rows_written, self.path)
+            logger.debug("Wrote %d muons to %s", self.rows_written, self.path)
             return False
         try:
             self._close_handle()
@@ -737,7 +738,20 @@ def write_muons(sample: MuonSample,  # muons to write
         return path
     with MuonWriter(path, buffer_entry=buffer_entry) as writer:
         writer.write(sample)
+    logger.info("Wrote %d muons to %s", len(sample), path)
     return path
+
+# %% ../nbs/00_data.ipynb #5ab6dc76
+def shard_paths(out: str | Path,  # a folder (shards as .npy) or a file name whose extension sets the format
+                shards: int,  # number of shards
+                ) -> tuple[list[Path], Path]:
+    "The shard files and the manifest that `generate_shards` writes for `out`."
+    out = Path(out)
+    # OUT names a file (its stem names the shards and the manifest beside it) or, without a suffix, a folder.
+    if out.suffix:
+        return ([out.with_name(f"{out.stem}-{index:05d}-of-{shards:05d}{out.suffix}") for index in range(shards)],
+                out.parent / f"{out.stem}.manifest.json")
+    return [out / f"shard-{index:05d}-of-{shards:05d}.npy" for index in range(shards)], out / "manifest.json"
 
 # %% ../nbs/00_data.ipynb #77e45347
 DEFAULT_SAMPLE = "ship_like_200k.npz"  # file name of the bundled sample in muon_gan_nb/default_sample

@@ -356,7 +356,7 @@ def evaluate_fidelity(real: MuonSample,  # held-out real muons, never trained on
                       seed: int = 0,  # seed of subsampling, splits, XGBoost, bootstrap and MMD blocks
                       bootstrap: int = 200,  # bootstrap resamples for the AUC intervals; 0 skips them
                       confidence_level: float = 0.95,  # level of the bootstrap intervals
-                      floor: bool = True,  # compute the real-versus-real floor
+                      floor: bool | float = True,  # True: measure the real-versus-real floor; an AUC: one measured before
                       distances: bool = True,  # compute W1, KS, Fréchet, MMD and correlations
                       mmd_block_size: int = 1000,  # muons per sample in each MMD block
                       mmd_blocks: int = 50,  # MMD blocks averaged
@@ -372,6 +372,9 @@ def evaluate_fidelity(real: MuonSample,  # held-out real muons, never trained on
     names = [FEATURES[column] for column in columns]
     if n < 20:
         raise InvalidInputError(f"n={n} is too small: use at least 20 muons of each class")
+    if not isinstance(floor, bool) and not (isinstance(floor, (int, float, np.floating)) and 0 <= floor <= 1):
+        raise InvalidInputError(f"floor={floor!r} is invalid: pass True to measure the real-versus-real floor, "
+                                "False to skip it, or a floor AUC between 0 and 1 measured before")
     if bootstrap < 0 or not 0 < confidence_level < 1:
         raise InvalidInputError(f"bootstrap={bootstrap} and confidence_level={confidence_level} are invalid: "
                                 "use bootstrap >= 0 and a confidence level strictly between 0 and 1")
@@ -397,8 +400,10 @@ def evaluate_fidelity(real: MuonSample,  # held-out real muons, never trained on
         aucs = bootstrap_auc(labels, probabilities, resamples=bootstrap, seed=seed)
         report.auc_interval, report.auc_std = _interval(aucs, confidence_level), float(aucs.std())
 
-    if floor:
+    if floor is True:
         _add_floor(report, real, reference, n, columns, names, seed, bootstrap, xgb_options)
+    elif floor is not False:
+        report.floor_auc, report.floor_source = float(floor), "measured before and passed in"
 
     if distances:
         _add_distances(report, real_used, generated_used, mmd_block_size, mmd_blocks, seed)

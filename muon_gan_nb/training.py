@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from .batches import SplitScan, sample_batches, scan_split_files, stream_batches
 from .checkpoints import checkpoint_iteration, list_checkpoints, restore_checkpoint, save_checkpoint
 from .data import (FEATURES, MUON_PDG, InvalidInputError, MuonSample, _fsync_file, atomic_write, check_count,
-                              json_safe, load_default_sample, load_muons, write_json)
+                              json_safe, load_default_sample, load_muons, shard_paths, write_json)
 from .features import (TRANSFORMS, FeatureTransform, load_transform, make_transform,
                                   prepare_training_features, save_transform)
 import muon_gan_nb.models  # noqa: F401  sizes TensorFlow's thread pools before TensorFlow starts
@@ -191,10 +191,10 @@ class _Evaluator(keras.callbacks.Callback):
         # The bootstrap and the distance metrics cost more than the classifier fit, and only the final
         # evaluation reports them, so intermediate evaluations skip them.
         options = {"bootstrap": 200 if final else 0, "distances": final, **self.evaluation_options}
+        # The floor is measured at the first and the final evaluation; the others report the first one's.
+        floor = True if floor_auc is None or final else floor_auc
         report = evaluate_fidelity(self.heldout, generated, reference=self.reference, n=self.eval_size,
-                                   seed=self.seed, floor=floor_auc is None or final, **options)
-        if report.floor_auc is None:
-            report.floor_auc = floor_auc
+                                   seed=self.seed, floor=floor, **options)
         entry = {"iteration": iteration, **report.to_dict()}
         evaluations.append(entry)
         self.last = (report, self.heldout, generated)
@@ -860,15 +860,8 @@ def generate_to_file(run: TrainedRun,  # a trained run
             count = min(chunk_size, n - start)
             writer.write(run.generate_range(start, count, seed))
             bar.update(count)
-    logger.info("Wrote %d generated muons to %s (seed %d)", n, out, seed)
+    logger.debug("Wrote %d generated muons to %s (seed %d)", n, out, seed)
     return out
-
-
-def _shard_name(out: Path, index: int, shards: int) -> Path:
-    "File of shard `index`: inside `out` when it is a folder, beside it with a numbered name otherwise."
-    if out.suffix:
-        return out.with_name(f"{out.stem}-{index:05d}-of-{shards:05d}{out.suffix}")
-    return out / f"shard-{index:05d}-of-{shards:05d}.npy"
 
 
 def generate_shards(run: TrainedRun,  # a trained run
@@ -890,14 +883,9 @@ def generate_shards(run: TrainedRun,  # a trained run
         raise InvalidInputError(f"only={list(only)} names shards outside 0..{shards - 1}")
     counts = [n // shards + (index < n % shards) for index in range(shards)]
     seeds = [_derived_seed(seed, index, shards) for index in range(shards)]
-    files = [_shard_name(out, index, shards) for index in range(shards)]
+    files, manifest = shard_paths(out, shards)
     for index in indices:
         generate_to_file(run, counts[index], files[index], chunk_size, seeds[index], progress)
-    # OUT names a file (its stem names the manifest beside it) or, without a suffix, a folder.
-    if out.suffix:
-        manifest = out.parent / f"{out.stem}.manifest.json"
-    else:
-        manifest = out / "manifest.json"
     write_json(manifest, {"run": str(run.path), "total": n, "seed": seed, "shards": [
         {"index": index, "file": files[index].name, "count": counts[index], "seed": seeds[index]}
         for index in range(shards)]})

@@ -247,6 +247,16 @@ def test_evaluate_against_data(trained_run, small_data, tmp_path):
     assert report["n_generated"] == 500
 
 
+def test_evaluate_says_when_n_exceeds_real_sample(trained_run, tmp_path):
+    process = run_cli("evaluate", trained_run, "--n", "1e6", "--out", tmp_path)
+    assert process.returncode == 0, process.stderr
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    used = report["n_real"]
+    assert used == report["n_generated"] and 100 < used < 1_000_000
+    assert f"Comparing {used:,} real and {used:,} generated muons" in process.stdout, process.stdout
+    assert "fewer than --n 1,000,000" in process.stdout
+
+
 def test_evaluate_drop_invalid(trained_run, cases_dir, tmp_path):
     process = run_cli("evaluate", trained_run, "--data", cases_dir / "bad_pdg.npy", "--n", "300", "--out", tmp_path)
     assert_one_line_error(process, "bad_pdg.npy", "211")
@@ -293,6 +303,22 @@ def test_generate_shards_manifest(trained_run, tmp_path):
     assert not np.array_equal(first[:500], second[:500])
 
 
+def test_generate_refuses_existing_files_without_force(trained_run, tmp_path):
+    out = tmp_path / "muons.npy"
+    write_muons(load_default_sample().sample(50, seed=1), out)
+    previous = out.read_bytes()
+    assert_one_line_error(run_cli("generate", trained_run, "--n", "200", "--out", out), str(out), "--force")
+    assert out.read_bytes() == previous
+    process = run_cli("generate", trained_run, "--n", "200", "--out", out, "--force")
+    assert process.returncode == 0, process.stderr
+    assert len(load_muons(out)) == 200
+    # With --shards, an existing manifest is refused before any shard is written.
+    (tmp_path / "shards.manifest.json").write_text("{}")
+    process = run_cli("generate", trained_run, "--n", "20", "--shards", "2", "--out", tmp_path / "shards.npy")
+    assert_one_line_error(process, "shards.manifest.json", "--force")
+    assert not list(tmp_path.glob("shards-*.npy"))
+
+
 # --- damaged runs and a full disk -------------------------------------------------------------------
 
 def test_run_without_scaler_exits_2(run_copy, tmp_path):
@@ -326,7 +352,7 @@ def test_disk_full_keeps_previous_file(trained_run, tmp_path, monkeypatch, capsy
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(os, "fsync", full_disk)
-    status = cli.main(["generate", str(trained_run), "--n", "200", "--out", str(out)])
+    status = cli.main(["generate", str(trained_run), "--n", "200", "--out", str(out), "--force"])
     captured = capsys.readouterr()
     assert status == 2
     error_lines = [line for line in captured.err.splitlines() if line.startswith("muon-gan: error: ")]
