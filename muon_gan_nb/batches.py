@@ -67,7 +67,7 @@ def sample_batches(features: np.ndarray,  # (N, d) scaled training features
 
     # NOTE: drawing 100 indices and gathering them takes about 12 µs, but handing each batch through tf.data
     # adds about 100 µs, 4 % of a vanilla step on 2 AMD EPYC cores. Drawing inside the training step would
-    # save most of it; prefetching and a parallel map gained nothing beyond the noise of the measurement.
+    # save most of it. Prefetching and a parallel map gained nothing beyond the noise of the measurement.
     return _without_autotune(tf.data.Dataset.counter(start_step).map(draw))
 
 # %% ../nbs/06_batches.ipynb #a7687730

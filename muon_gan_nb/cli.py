@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import muon_gan_nb
-from .data import SUPPORTED_SUFFIXES, InvalidInputError, atomic_write, shard_paths
+from .data import SUPPORTED_SUFFIXES, InvalidInputError, atomic_write
+from .writers import shard_paths
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ DEFAULT_SAMPLE_SIZE = 200_000  # muons made by `make-sample`, the size of the bu
 MODELS = ("vanilla", "wgan-gp", "guided")  # names accepted by `models.make_gan`
 GUIDANCE_MODES = ("noise", "features", "confidence")  # the modes of `guided.GuidedGAN`, listed here to skip its import
 STRATEGIES = ("none", "mirrored", "multi-worker")  # tf.distribute strategies for training
-GENERATE_FORMATS = (".npy", ".root", ".parquet", ".csv")  # formats `data.MuonWriter` writes chunk by chunk
+GENERATE_FORMATS = (".npy", ".root", ".parquet", ".csv")  # formats `writers.MuonWriter` writes chunk by chunk
 
 # %% ../nbs/07_cli.ipynb #c5dbadfb
 class UsageError(InvalidInputError):
@@ -655,7 +656,7 @@ def _run_make_sample(arguments: argparse.Namespace) -> int:
             raise
         raise UsageError(f"make-sample needs Pythia 8, but the module {missing!r} is not installed: "
                          "install the optional extra with pip install 'muon_gan_nb[source]'") from error
-    from muon_gan_nb.data import write_muons
+    from muon_gan_nb.writers import write_muons
     written = write_muons(sample, out)
     settings_path = out.with_suffix(".json")
     with atomic_write(settings_path) as temporary:

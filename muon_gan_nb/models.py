@@ -148,7 +148,7 @@ def noise_rows(start,  # first row: an int or an integer scalar tensor
                ) -> tf.Tensor:
     "Rows [start, start + count) of `tf.random.stateless_normal((rows, noise_dim), seed)`, bit for bit, for any rows."
     noise_dim = check_count("noise_dim", noise_dim)
-    # The rows must begin on a whole step of the counter; with noise_dim = 100 every row does.
+    # The rows must begin on a whole step of the counter. With noise_dim = 100, every row does.
     if isinstance(start, (int, np.integer)) and start * noise_dim % NORMALS_PER_COUNTER:
         raise InvalidInputError(f"start={start} with noise_dim={noise_dim} does not begin on a whole Philox counter "
                                 f"step: use a start that is a multiple of {NORMALS_PER_COUNTER}")
@@ -164,7 +164,7 @@ def noise_rows(start,  # first row: an int or an integer scalar tensor
 
 
 def row_slices(count: int,  # rows to cover
-               parts: int | None = None,  # most slices; None: one per usable core
+               parts: int | None = None,  # maximum number of slices, or None for one per usable core
                ) -> list[tuple[int, int]]:
     "(start, size) of consecutive row slices that cover [0, count), each start a multiple of NORMALS_PER_COUNTER."
     parts = usable_cores() if parts is None else check_count("parts", parts)
@@ -457,7 +457,7 @@ class MuonGAN(keras.Model):
         batch_size = check_count("batch_size", batch_size)
         if seed is None:
             seed = int(keras.random.randint((), 0, 2**31 - 1, seed=self.seed_generator))
-        # Chunk k holds rows [k * batch_size, ...) and draws its noise with the seed pair (seed, k).
+        # Chunk k contains rows [k * batch_size, ...) and draws its noise with the seed pair (seed, k).
         return self.stream_rows(seed, [(chunk, min(batch_size, n - chunk * batch_size))
                                        for chunk in range(math.ceil(n / batch_size))])
 

@@ -27,11 +27,12 @@ from tqdm.auto import tqdm
 from .batches import SplitScan, sample_batches, scan_split_files, stream_batches
 from .checkpoints import checkpoint_iteration, list_checkpoints, restore_checkpoint, save_checkpoint
 from .data import (FEATURES, MUON_PDG, InvalidInputError, MuonSample, _fsync_file, atomic_write, check_count,
-                              json_safe, load_default_sample, load_muons, shard_paths, write_json)
+                              json_safe, load_default_sample, load_muons, write_json)
 from .features import (TRANSFORMS, FeatureTransform, load_transform, make_transform,
                                   prepare_training_features, save_transform)
 import muon_gan_nb.models  # noqa: F401  sizes TensorFlow's thread pools before TensorFlow starts
 from .preprocessing import MuonScaler
+from .writers import MuonWriter, shard_paths
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def package_versions() -> dict:
             "devices": [device.name for device in tf.config.list_logical_devices()]}
 
 # %% ../nbs/06_training.ipynb #eed769a7
-GENERATION_BLOCK = 10_000  # rows of noise per block; the unit of reproducible seeding
+GENERATION_BLOCK = 10_000  # rows of noise per block, the unit of reproducible seeding
 
 
 class _BlockGenerator:
@@ -850,7 +851,6 @@ def generate_to_file(run: TrainedRun,  # a trained run
                      progress: bool = True,  # show a progress bar
                      ) -> Path:
     "Generate `n` muons into one file, chunk by chunk; returns the path."
-    from muon_gan_nb.data import MuonWriter
     n, chunk_size = check_count("n", n), check_count("chunk_size", chunk_size)
     seed = check_count("seed", seed, minimum=0)
     out = Path(out)

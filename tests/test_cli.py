@@ -14,7 +14,8 @@ import pytest
 
 from muon_gan_nb import cli
 from muon_gan_nb.checkpoints import checkpoint_iteration, list_checkpoints
-from muon_gan_nb.data import FEATURES, InvalidInputError, load_default_sample, load_muons, write_muons
+from muon_gan_nb.data import FEATURES, InvalidInputError, load_default_sample, load_muons
+from muon_gan_nb.writers import write_muons
 
 # Broken files among the input cases, each with a fragment that its error message must contain besides
 # the file name: the feature, column, branch or value at fault, where the case has one.

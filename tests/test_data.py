@@ -9,7 +9,8 @@ import uproot
 
 from muon_gan_nb import data
 from muon_gan_nb.data import (FAIRSHIP_BRANCHES, FAIRSHIP_TREE, SUPPORTED_SUFFIXES, InvalidInputError, MuonSample,
-                              MuonWriter, iter_muon_chunks, load_default_sample, load_muons, write_muons)
+                              iter_muon_chunks, load_default_sample, load_muons)
+from muon_gan_nb.writers import MuonWriter, write_muons
 
 
 def _ship_rows(count: int, seed: int = 0, first_id: int = 0) -> np.ndarray:

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from muon_gan_nb.checkpoints import list_checkpoints
-from muon_gan_nb.data import InvalidInputError, MuonSample, load_muons, write_muons
+from muon_gan_nb.data import InvalidInputError, MuonSample, load_muons
+from muon_gan_nb.writers import write_muons
 from muon_gan_nb.evaluation import evaluate_fidelity
 from muon_gan_nb.models import make_gan
 from muon_gan_nb.training import TrainedRun, TrainingDivergedError, generate_shards, generate_to_file, load_run, train
