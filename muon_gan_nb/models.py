@@ -141,6 +141,16 @@ PHILOX = 1  # TensorFlow's number for Philox, the algorithm tf.random.stateless_
 NORMALS_PER_COUNTER = 4  # Gaussian values Philox makes from one step of its counter
 
 
+def _moved_counter(counter,  # shape [2] uint64: Philox's 128-bit counter, low word first
+                   steps,  # counter steps to move on: a non-negative integer scalar
+                   ) -> tf.Tensor:
+    "The 128-bit counter `steps` further on, carrying from the low word into the high one."
+    low, high = counter[0], counter[1]
+    moved_low = low + tf.cast(steps, tf.uint64)  # unsigned addition wraps around at 2**64
+    carry = tf.cast(moved_low < low, tf.uint64)
+    return tf.stack([moved_low, high + carry])
+
+
 def noise_rows(start,  # first row: an int or an integer scalar tensor
                count,  # number of rows
                noise_dim: int,  # noise values per row
@@ -153,12 +163,7 @@ def noise_rows(start,  # first row: an int or an integer scalar tensor
         raise InvalidInputError(f"start={start} with noise_dim={noise_dim} does not begin on a whole Philox counter "
                                 f"step: use a start that is a multiple of {NORMALS_PER_COUNTER}")
     key, counter = tf.raw_ops.StatelessRandomGetKeyCounter(seed=seed)
-    start = tf.cast(start, tf.int64)
-    # NOTE: this adds the offset to the low 64 bits of the 128-bit counter without a carry. TF 2.21 set
-    # those bits to zero for every seed tested (the test below has large and negative seeds), but it does
-    # not document that, so a seed that set them high could make the rows wrong.
-    offset = tf.stack([start * noise_dim // NORMALS_PER_COUNTER, tf.constant(0, tf.int64)])
-    moved = tf.bitcast(tf.bitcast(counter, tf.int64) + offset, tf.uint64)
+    moved = _moved_counter(counter, tf.cast(start, tf.int64) * noise_dim // NORMALS_PER_COUNTER)
     return tf.raw_ops.StatelessRandomNormalV2(shape=tf.stack([tf.cast(count, tf.int64), noise_dim]), key=key,
                                               counter=moved, alg=PHILOX)
 
