@@ -37,7 +37,7 @@ from .writers import MuonWriter, shard_paths
 logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['logger', 'GENERATION_BLOCK', 'MODELS', 'PROMPT_MODELS', 'STRATEGIES', 'REFRESH_EVERY', 'REFRESH_SIZE',
+__all__ = ['logger', 'GENERATION_BLOCK', 'MODELS', 'PROMPT_MODELS', 'STRATEGIES', 'REFRESH_EVERY', 'REFRESH_SIZE', 'IN_MEMORY',
            'package_versions', 'TrainingDivergedError', 'TrainedRun', 'load_run', 'train', 'generate_to_file',
            'generate_shards']
 
@@ -322,13 +322,21 @@ def _make_strategy(strategy) -> tf.distribute.Strategy:
                             "tf.distribute.Strategy")
 
 
+IN_MEMORY = "in-memory MuonSample"  # how options.json starts its record of data given as a MuonSample
+
+
 def _describe_data(data) -> str | None:
-    "What options.json records about the data: None for the bundled sample, else its path or source."
+    "What options.json records about the data: None for the bundled sample, its path, or the in-memory sample."
     if data is None:
         return None
     if isinstance(data, MuonSample):
-        return data.source or "in-memory MuonSample"
+        return f"{IN_MEMORY}: {data.source}" if data.source else IN_MEMORY
     return str(data)
+
+
+def _trained_in_memory(options: dict) -> bool:
+    "Whether the run's data was a MuonSample, which cannot be reloaded from options.json."
+    return str(options.get("data") or "").startswith(IN_MEMORY)
 
 
 def _data_source(options: dict, data) -> str:
@@ -543,10 +551,15 @@ class TrainedRun:
     def heldout(self) -> MuonSample:
         "The run's held-out real muons, split again from its data exactly as training split them."
         options = self.options
-        if options.get("data") == "in-memory MuonSample":
+        fix = "pass real muons explicitly (muon-gan evaluate RUN --data FILE, or evaluate_fidelity in Python)"
+        if _trained_in_memory(options):
             raise InvalidInputError(f"The run in {self.path} was trained on an in-memory sample, so its held-out "
-                                    "muons cannot be reloaded: pass real muons explicitly")
-        return _load_run_data({**_EXTRA_DEFAULTS, **options}, None, self.scaler, self.transform).heldout
+                                    f"muons cannot be reloaded: {fix}")
+        try:
+            return _load_run_data({**_EXTRA_DEFAULTS, **options}, None, self.scaler, self.transform).heldout
+        except FileNotFoundError as error:
+            raise InvalidInputError(f"The held-out muons of the run in {self.path} cannot be reloaded from "
+                                    f"{options['data']} ({error}): {fix}") from error
 
 
 def load_run(path: str | Path,  # run folder written by `train`
@@ -696,7 +709,7 @@ def train(model: str = "vanilla",  # "vanilla", "wgan-gp", "guided", "prompt" or
             stored_scaler = MuonScaler.load(out / "scaler.json")
         if (out / "transform.json").is_file():
             stored_transform = load_transform(out / "transform.json")
-        if options["data"] is not None and requested["data"] is None and options["data"] == "in-memory MuonSample":
+        if requested["data"] is None and _trained_in_memory(options):
             raise InvalidInputError(f"The run in {out} was trained on an in-memory MuonSample: pass the same muons "
                                     "as data to resume it")
     else:

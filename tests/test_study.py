@@ -7,8 +7,8 @@ import pytest
 
 from muon_gan_nb.cli import main
 from muon_gan_nb.data import FEATURES, InvalidInputError, load_default_sample
-from muon_gan_nb.writers import write_muons
 from muon_gan_nb.study import ABLATION_FEATURES, STUDY_PUBLISHED, load_study, run_study, spread
+from muon_gan_nb.writers import write_muons
 
 TABLES = ("table1_importances", "figure4_ablation", "table2_guided_importances", "table3_time_convergence",
           "feature_engineering", "prompt_spike", "fidelity")

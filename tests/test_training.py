@@ -12,10 +12,10 @@ import pytest
 
 from muon_gan_nb.checkpoints import list_checkpoints
 from muon_gan_nb.data import InvalidInputError, MuonSample, load_muons
-from muon_gan_nb.writers import write_muons
 from muon_gan_nb.evaluation import evaluate_fidelity
 from muon_gan_nb.models import make_gan
 from muon_gan_nb.training import TrainedRun, TrainingDivergedError, generate_shards, generate_to_file, load_run, train
+from muon_gan_nb.writers import write_muons
 
 REPO = Path(__file__).resolve().parents[1]
 FAST_EVALUATION = {"bootstrap": 0, "mmd_blocks": 2}
@@ -184,6 +184,22 @@ def test_trained_beats_untrained(tmp_path):
                                       **FAST_EVALUATION).auc
     trained_auc = evaluate_fidelity(heldout, run.generate(1_000), n=1_000, floor=False, **FAST_EVALUATION).auc
     assert trained_auc < untrained_auc - 0.02, (trained_auc, untrained_auc)
+
+
+def test_in_memory_run_names_its_source_and_the_fix(tmp_path):
+    sample = toy_muons(2_000, seed=2)  # its source is "toy muons", which is not a file
+    out = tmp_path / "in_memory"
+    run = train(data=sample, out=out, iterations=50, eval_every=50, checkpoint_every=50, seed=1, **SMALL)
+    assert run.options["data"] == "in-memory MuonSample: toy muons"
+    with pytest.raises(InvalidInputError, match="in-memory sample.*evaluate RUN --data FILE"):
+        load_run(out).heldout()
+    with pytest.raises(InvalidInputError, match="pass the same muons as data to resume it"):
+        train(out=out, resume=True, iterations=100, **SMALL)
+    # A run whose data file has gone names the file and the fix instead of failing on a missing path.
+    options = json.loads((out / "options.json").read_text())
+    (out / "options.json").write_text(json.dumps({**options, "data": str(tmp_path / "moved.npy")}))
+    with pytest.raises(InvalidInputError, match="moved.npy.*--data FILE"):
+        load_run(out).heldout()
 
 
 def test_generate_to_file_chunked(reference_run, tmp_path):
