@@ -308,6 +308,7 @@ def _add_make_sample_command(commands, parents: list[argparse.ArgumentParser]):
                               "sample's compressed format)")
     command.add_argument("--workers", type=positive_count, default=1, metavar="N",
                          help="processes running Pythia in parallel, each with its own seed")
+    command.add_argument("--force", action="store_true", help="overwrite --out and its settings file if they exist")
     command.add_argument("--ship-coordinates", action=argparse.BooleanOptionalAction, default=True,
                          help="place z in SHiP's frame, where the target's front face is at z = -7084.92 cm; "
                               "--no-ship-coordinates measures z from the front face")
@@ -458,7 +459,13 @@ def _check_data(path: str | None, sample_size: int | None, seed: int, stream: bo
     if path is None or stream:
         return  # the bundled sample is valid, and train() itself reads streamed files chunk by chunk
     from muon_gan_nb.data import load_muons
-    load_muons(path, n=sample_size, seed=seed, drop_invalid=drop_invalid)
+    data_logger = logging.getLogger("muon_gan_nb.data")
+    level = data_logger.level
+    data_logger.setLevel(logging.ERROR)  # train() reads the file again and warns then
+    try:
+        load_muons(path, n=sample_size, seed=seed, drop_invalid=drop_invalid)
+    finally:
+        data_logger.setLevel(level)
 
 
 def _stored_options(out: Path) -> dict:
@@ -548,7 +555,8 @@ def _run_train(arguments: argparse.Namespace) -> int:
         _check_data(arguments.data, arguments.sample_size, arguments.seed, arguments.stream, arguments.drop_invalid)
 
     from muon_gan_nb.training import train
-    run = train(out=out, resume=resume, force=arguments.force, **options)
+    run = train(out=out, resume=resume, force=arguments.force, progress=arguments.log_level < logging.WARNING,
+                **options)
 
     evaluations = run.metrics.get("evaluations", [])
     if evaluations:
@@ -629,7 +637,8 @@ def _run_generate(arguments: argparse.Namespace) -> int:
         print(f"Wrote {arguments.n} muons in {arguments.shards} shards; manifest: {manifest}")
         return 0
     from muon_gan_nb.training import generate_to_file
-    written = generate_to_file(run, arguments.n, out, chunk_size=arguments.chunk_size, seed=arguments.seed)
+    written = generate_to_file(run, arguments.n, out, chunk_size=arguments.chunk_size, seed=arguments.seed,
+                               progress=arguments.log_level < logging.WARNING)
     print(f"Wrote {arguments.n} muons to {written}")
     return 0
 
@@ -646,6 +655,9 @@ def _missing_module(error: ImportError) -> str | None:
 def _run_make_sample(arguments: argparse.Namespace) -> int:
     "Simulate a SHiP-like sample with Pythia 8 and write it to --out, with its settings beside it."
     out = _check_output_file(arguments.out, SUPPORTED_SUFFIXES)
+    existing = [path for path in (out, out.with_suffix(".json")) if path.exists()]
+    if existing and not arguments.force:
+        raise UsageError(f"{existing[0]} already exists: pass --force to overwrite it, or choose another --out")
     try:
         from muon_gan_nb.source import make_sample
         sample, settings = make_sample(arguments.n, arguments.seed, ship_coordinates=arguments.ship_coordinates,

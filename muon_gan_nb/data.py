@@ -266,7 +266,7 @@ def _build_sample(source: str,  # file name for messages
         problems.append(f"{_count_rows(len(bad))} zero momentum (px = py = pz = 0): {_describe_rows(rows[bad])}")
     if problems and not drop_invalid:
         raise InvalidInputError(f"{source}: " + "; ".join(problems) +
-                                ". Remove those rows, or load with drop_invalid=True to drop them.")
+                                ". Remove those rows, or drop them with drop_invalid=True (--drop-invalid on the command line).")
     if problems:
         keep = ~(wrong_pdg | zero_momentum)
         logger.warning("%s: dropped %d of %d rows (%d with a PDG id other than ±13, %d with zero momentum)",

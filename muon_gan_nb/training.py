@@ -331,7 +331,8 @@ def _describe_data(data) -> str | None:
         return None
     if isinstance(data, MuonSample):
         return f"{IN_MEMORY}: {data.source}" if data.source else IN_MEMORY
-    return str(data)
+    # An absolute path, so that evaluate and resume find the file from any working folder.
+    return os.path.abspath(os.path.expanduser(str(data)))
 
 
 def _trained_in_memory(options: dict) -> bool:
@@ -476,8 +477,9 @@ def _load_run_data(options: dict, data, stored_scaler: MuonScaler | None,
     sample = _load_sample(options, data)
     fingerprint = _fingerprint(sample)
     if options.get("data_fingerprint") not in (None, fingerprint):
-        raise InvalidInputError(f"The muons given for resuming differ from those the run in {options['out']} was "
-                                f"trained on ({options['data']}): pass the same data, or start a new run")
+        raise InvalidInputError(f"The muons read from {source} differ from those the run in {options['out']} was "
+                                "trained on: pass the same data to resume it, real muons of your own to evaluate "
+                                "it (muon-gan evaluate RUN --data FILE), or start a new run")
     try:
         train_sample, heldout = sample.split(fraction, seed)
     except ValueError as error:
@@ -704,7 +706,7 @@ def train(model: str = "vanilla",  # "vanilla", "wgan-gp", "guided", "prompt" or
         if requested["iterations"] < trained:
             raise InvalidInputError(f"iterations={requested['iterations']} is below the {trained} iterations the run "
                                     f"in {out} has already trained: pass at least {trained} to continue it, or use "
-                                    "it as it is with load_run")
+                                    "it as it is (load_run in Python, or muon-gan evaluate and generate)")
         if (out / "scaler.json").is_file():
             stored_scaler = MuonScaler.load(out / "scaler.json")
         if (out / "transform.json").is_file():
@@ -801,6 +803,10 @@ def train(model: str = "vanilla",  # "vanilla", "wgan-gp", "guided", "prompt" or
             f"{options['learning_rate']:g}) or another seed; metrics.json marks the run as failed")
 
     evaluations = metrics["evaluations"]
+    if evaluations and evaluations[-1]["iteration"] == state.iteration and evaluator.last is None:
+        # Resumed at its newest checkpoint with nothing to train: that evaluation was an intermediate one, so
+        # it is replaced by the final one, with its intervals, distances and plots.
+        evaluations.pop()
     if not evaluations or evaluations[-1]["iteration"] != state.iteration:  # stopped early, or nothing to train
         evaluator.evaluate(state.iteration, final=True)
         checkpointer.last = save_checkpoint(out / "checkpoints", gan, state.iteration, checkpoint_state())

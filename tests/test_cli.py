@@ -42,11 +42,11 @@ TINY_TRAINING = ["--iterations", "40", "--batch-size", "64", "--eval-every", "20
                  "--checkpoint-every", "20", "--seed", "1"]
 
 
-def run_cli(*arguments, timeout: float = 600) -> subprocess.CompletedProcess:
-    "Run `python -m muon_gan_nb.cli ARGUMENTS` in a fresh process and return the finished process."
+def run_cli(*arguments, timeout: float = 600, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    "Run `python -m muon_gan_nb.cli ARGUMENTS` in a fresh process, in `cwd` if given; return the finished process."
     environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
     return subprocess.run([sys.executable, "-m", "muon_gan_nb.cli", *map(str, arguments)],
-                          capture_output=True, text=True, timeout=timeout, env=environment)
+                          capture_output=True, text=True, timeout=timeout, env=environment, cwd=cwd)
 
 
 def assert_one_line_error(process: subprocess.CompletedProcess, *fragments: str):
@@ -223,6 +223,15 @@ def test_train_guided_options(small_data, tmp_path):
     assert options["model_options"] == {"mode": "features", "alpha": 0.5}
 
 
+def test_relative_data_path_works_from_other_folders(small_data, tmp_path):
+    out = tmp_path / "relative"
+    process = run_cli("train", "--data", small_data.name, "--out", out, *TINY_TRAINING, cwd=small_data.parent)
+    assert process.returncode == 0, process.stderr
+    assert json.loads((out / "options.json").read_text())["data"] == str(small_data.resolve())
+    evaluated = run_cli("evaluate", out, "--n", "300", "--out", tmp_path / "evaluation", cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr
+
+
 def test_train_refuses_existing_folder(trained_run, small_data):
     model_bytes = (trained_run / "model.keras").read_bytes()
     process = run_cli("train", "--data", small_data, "--out", trained_run, *TINY_TRAINING)
@@ -253,7 +262,8 @@ def test_evaluate_says_when_n_exceeds_real_sample(trained_run, tmp_path):
     assert process.returncode == 0, process.stderr
     report = json.loads((tmp_path / "metrics.json").read_text())
     used = report["n_real"]
-    assert used == report["n_generated"] and 100 < used < 1_000_000
+    assert used == report["n_generated"]
+    assert 100 < used < 1_000_000
     assert f"Comparing {used:,} real and {used:,} generated muons" in process.stdout, process.stdout
     assert "fewer than --n 1,000,000" in process.stdout
 
@@ -377,6 +387,15 @@ def test_unexpected_error_keeps_traceback(monkeypatch):
 
 # --- make-sample ------------------------------------------------------------------------------------
 
+def test_make_sample_refuses_existing_file(tmp_path, capsys):
+    out = tmp_path / "sample.npy"
+    out.write_bytes(b"an earlier sample")
+    assert cli.main(["make-sample", "--n", "10", "--out", str(out)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error == f"muon-gan: error: {out} already exists: pass --force to overwrite it, or choose another --out"
+    assert out.read_bytes() == b"an earlier sample"
+
+
 def test_make_sample_without_pythia(monkeypatch, tmp_path, capsys):
     # The source module imports pythia8mc only when it runs, so hiding pythia8mc is enough; re-importing
     # the module itself would leave two copies of its functions, which process pools cannot pickle.
@@ -479,6 +498,13 @@ def test_interrupted_train_names_resume(small_data, tmp_path):
                     f"`muon-gan train --resume {out}`"), last
     assert "Traceback" not in stderr
     checkpoint = checkpoint_iteration(list_checkpoints(out / "checkpoints")[-1])
+    # Resumed at its newest checkpoint, the run has nothing to train but still gets its final evaluation and plots.
+    at_checkpoint = run_cli("train", "--resume", out, "--iterations", str(checkpoint))
+    assert at_checkpoint.returncode == 0, at_checkpoint.stderr
+    assert list((out / "plots").glob("*.png")), "no plots after resuming at the newest checkpoint"
+    evaluations = json.loads((out / "metrics.json").read_text())["evaluations"]
+    assert [entry["iteration"] for entry in evaluations].count(checkpoint) == 1
+    assert evaluations[-1]["bootstrap_resamples"] > 0  # the final evaluation, with its intervals
     resumed = run_cli("train", "--resume", out, "--iterations", str(checkpoint + 100))
     assert resumed.returncode == 0, resumed.stderr
     assert f"at iteration {checkpoint}" in resumed.stderr

@@ -186,7 +186,7 @@ def test_trained_beats_untrained(tmp_path):
     assert trained_auc < untrained_auc - 0.02, (trained_auc, untrained_auc)
 
 
-def test_in_memory_run_names_its_source_and_the_fix(tmp_path):
+def test_in_memory_run_heldout_and_resume(tmp_path):
     sample = toy_muons(2_000, seed=2)  # its source is "toy muons", which is not a file
     out = tmp_path / "in_memory"
     run = train(data=sample, out=out, iterations=50, eval_every=50, checkpoint_every=50, seed=1, **SMALL)
