@@ -530,7 +530,7 @@ def _load_npz(path: Path, drop_invalid: bool) -> MuonSample:
                          drop_invalid=drop_invalid)
 
 # %% ../nbs/00_data.ipynb #05a76995
-def load_muons(path: str | Path,  # a file (.npy, .npz, .root, .parquet, .csv) or a glob pattern of .npy files
+def load_muons(path: str | Path,  # a file (.npy, .npz, .root, .parquet, .csv) or a glob pattern of such files
                *,
                n: int | None = None,  # if given, a uniform random subsample of this many muons
                seed: int = 0,  # seed of the subsample
@@ -542,11 +542,12 @@ def load_muons(path: str | Path,  # a file (.npy, .npz, .root, .parquet, .csv) o
     text = str(path)
     if glob.has_magic(text):
         files = _expand_paths(text)
-        not_npy = [str(file) for file in files if file.suffix.lower() != ".npy"]
-        if not_npy:
-            raise InvalidInputError(f"The pattern {text} matches files that are not .npy ({', '.join(not_npy[:3])}); "
-                                    "a pattern may only select SHiP .npy files such as SPLIT_*.npy.")
-        return _load_npy_files(files, n, seed, drop_invalid)
+        if all(file.suffix.lower() == ".npy" for file in files):
+            return _load_npy_files(files, n, seed, drop_invalid)
+        # Shards in other formats (a Parquet or ROOT production, say) are read whole, file by file, and joined.
+        sample = MuonSample.concatenate([load_muons(file, drop_invalid=drop_invalid) for file in files])
+        sample.source = text
+        return sample.sample(n, seed) if n is not None and n < len(sample) else sample
 
     path = _expand_paths(path)[0]
     suffix = path.suffix.lower()

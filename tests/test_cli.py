@@ -310,6 +310,7 @@ def test_generate_shards_manifest(trained_run, tmp_path):
     counts = [len(load_muons(tmp_path / shard["file"])) for shard in manifest["shards"]]
     assert counts == [shard["count"] for shard in manifest["shards"]]
     assert sum(counts) == 1001
+    assert len(load_muons(str(tmp_path / "shards-*.parquet"))) == 1001  # the shards read back as one sample
     first, second = (load_muons(tmp_path / shard["file"]).features for shard in manifest["shards"])
     assert not np.array_equal(first[:500], second[:500])
 
