@@ -639,14 +639,14 @@ _EXTRA_DEFAULTS = {"transform": None, "transform_options": {}, "refresh_every": 
 
 
 def train(model: str = "vanilla",  # "vanilla", "wgan-gp", "guided", "prompt" or "prompt-wgan-gp"
-          data: MuonSample | str | Path | None = None,  # muons, a file or SPLIT glob; None: the bundled sample
+          data: MuonSample | str | Path | None = None,  # muons, a file or a glob of files; None: the bundled sample
           out: str | Path = "runs/run",  # run folder
-          iterations: int = 5_000,  # total training iterations (generator updates), counting resumed ones
+          iterations: int = 10_000,  # total training iterations (generator updates), counting resumed ones
           batch_size: int = 100,  # real muons per discriminator update
           seed: int = 0,  # seed of the split, the weights, the batches and the evaluations
           eval_every: int = 250,  # iterations between held-out evaluations
           eval_size: int = 100_000,  # generated (and at most this many real) muons per evaluation
-          checkpoint_every: int = 1_000,  # iterations between checkpoints
+          checkpoint_every: int = 500,  # iterations between checkpoints
           resume: bool = False,  # continue the run in `out` from its last checkpoint
           force: bool = False,  # overwrite the run in `out`
           weighted: bool = False,  # draw real muons with probability proportional to their weight

@@ -465,6 +465,19 @@ def test_cli_choices_follow_training():
     assert set(cli.TRANSFORM_NAMES) == set(TRANSFORMS) - {"none"}
 
 
+def test_train_defaults_match_cli():
+    # A notebook calling train() with no options reproduces the README's main job, `muon-gan train`.
+    import inspect
+
+    from muon_gan_nb import cli
+    defaults = {name: parameter.default for name, parameter in inspect.signature(train).parameters.items()}
+    assert defaults["iterations"] == cli.DEFAULT_ITERATIONS
+    assert defaults["batch_size"] == cli.DEFAULT_BATCH_SIZE
+    assert defaults["eval_every"] == cli.DEFAULT_EVAL_EVERY
+    assert defaults["eval_size"] == cli.DEFAULT_EVAL_SIZE
+    assert defaults["checkpoint_every"] == cli.DEFAULT_CHECKPOINT_EVERY
+
+
 def test_cli_trains_guided_with_transform(toy_file, tmp_path, capsys):
     from muon_gan_nb import cli
     assert cli.main(["train", "--refresh-every", "10", "--out", str(tmp_path / "vanilla")]) == 2
