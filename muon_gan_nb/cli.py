@@ -428,6 +428,13 @@ def _check_output_file(path: str | Path, formats: Sequence[str], option: str = "
     return path
 
 
+def _check_outputs_free(paths: Sequence[Path], force: bool):
+    "Raise UsageError for an existing output file unless --force was given."
+    existing = [path for path in paths if path.exists()]
+    if existing and not force:
+        raise UsageError(f"{existing[0]} already exists: pass --force to overwrite it, or choose another --out")
+
+
 def _check_run_folder(out: Path, force: bool, resume: bool):
     "Refuse to train into an existing folder unless --force or --resume says what to do with it."
     if out.exists() and not out.is_dir():
@@ -626,10 +633,11 @@ def _run_evaluate(arguments: argparse.Namespace) -> int:
 def _run_generate(arguments: argparse.Namespace) -> int:
     "Generate muons with a saved run and write them to --out in chunks."
     out = _check_output_file(arguments.out, GENERATE_FORMATS)
-    files, manifest = shard_paths(out, arguments.shards) if arguments.shards > 1 else ([out], None)
-    existing = [path for path in files + [manifest] if path is not None and path.exists()]
-    if existing and not arguments.force:
-        raise UsageError(f"{existing[0]} already exists: pass --force to overwrite it, or choose another --out")
+    if arguments.shards > 1:
+        files, manifest = shard_paths(out, arguments.shards)
+        _check_outputs_free([*files, manifest], arguments.force)
+    else:
+        _check_outputs_free([out], arguments.force)
     run = _load_run_checked(arguments.run)
     if arguments.shards > 1:
         from muon_gan_nb.training import generate_shards
@@ -656,9 +664,7 @@ def _missing_module(error: ImportError) -> str | None:
 def _run_make_sample(arguments: argparse.Namespace) -> int:
     "Simulate a SHiP-like sample with Pythia 8 and write it to --out, with its settings beside it."
     out = _check_output_file(arguments.out, SUPPORTED_SUFFIXES)
-    existing = [path for path in (out, out.with_suffix(".json")) if path.exists()]
-    if existing and not arguments.force:
-        raise UsageError(f"{existing[0]} already exists: pass --force to overwrite it, or choose another --out")
+    _check_outputs_free([out, out.with_suffix(".json")], arguments.force)
     try:
         from muon_gan_nb.source import make_sample
         sample, settings = make_sample(arguments.n, arguments.seed, ship_coordinates=arguments.ship_coordinates,

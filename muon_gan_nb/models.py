@@ -144,7 +144,7 @@ NORMALS_PER_COUNTER = 4  # Gaussian values Philox makes from one step of its cou
 def _moved_counter(counter,  # shape [2] uint64: Philox's 128-bit counter, low word first
                    steps,  # counter steps to move on: a non-negative integer scalar
                    ) -> tf.Tensor:
-    "The 128-bit counter `steps` further on, carrying from the low word into the high one."
+    "Move the 128-bit counter `steps` further on, carrying from the low word into the high one."
     low, high = counter[0], counter[1]
     moved_low = low + tf.cast(steps, tf.uint64)  # unsigned addition wraps around at 2**64
     carry = tf.cast(moved_low < low, tf.uint64)
@@ -156,7 +156,7 @@ def noise_rows(start,  # first row: an int or an integer scalar tensor
                noise_dim: int,  # noise values per row
                seed,  # shape [2] integer seed, as tf.random.stateless_normal takes it
                ) -> tf.Tensor:
-    "Rows [start, start + count) of `tf.random.stateless_normal((rows, noise_dim), seed)`, bit for bit, for any rows."
+    "Draw rows [start, start + count) of `tf.random.stateless_normal((rows, noise_dim), seed)`, bit for bit."
     noise_dim = check_count("noise_dim", noise_dim)
     # The rows must begin on a whole step of the counter. With noise_dim = 100, every row does.
     if isinstance(start, (int, np.integer)) and start * noise_dim % NORMALS_PER_COUNTER:
@@ -171,7 +171,7 @@ def noise_rows(start,  # first row: an int or an integer scalar tensor
 def row_slices(count: int,  # rows to cover
                parts: int | None = None,  # maximum number of slices, or None for one per usable core
                ) -> list[tuple[int, int]]:
-    "(start, size) of consecutive row slices that cover [0, count), each start a multiple of NORMALS_PER_COUNTER."
+    "Cut [0, count) into consecutive (start, size) row slices, each start a multiple of NORMALS_PER_COUNTER."
     parts = usable_cores() if parts is None else check_count("parts", parts)
     per_slice = -(-count // (NORMALS_PER_COUNTER * parts)) * NORMALS_PER_COUNTER
     return [(start, min(per_slice, count - start)) for start in range(0, count, per_slice)] if count > 0 else []
@@ -431,7 +431,7 @@ class MuonGAN(keras.Model):
                     seed: int,  # seed of the stream; block k draws its noise with the seed pair (seed, k)
                     blocks: Iterable[tuple[int, int]],  # (block number k, rows): the first `rows` rows of block k
                     ) -> np.ndarray:
-        "Scaled muons of the given blocks of the noise stream seeded by `seed`, stacked in order; float32."
+        "Generate the scaled muons of the given blocks of the stream seeded by `seed`, stacked in order (float32)."
         if self._generation_function is None:
             self._generation_function = tf.function(self._generate_rows, input_signature=[
                 tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64), tf.TensorSpec([2], tf.int64)])

@@ -326,7 +326,7 @@ IN_MEMORY = "in-memory MuonSample"  # how options.json starts its record of data
 
 
 def _describe_data(data) -> str | None:
-    "What options.json records about the data: None for the bundled sample, its path, or the in-memory sample."
+    "Describe the data for options.json: None for the bundled sample, an absolute path, or the in-memory sample."
     if data is None:
         return None
     if isinstance(data, MuonSample):
@@ -336,7 +336,7 @@ def _describe_data(data) -> str | None:
 
 
 def _trained_in_memory(options: dict) -> bool:
-    "Whether the run's data was a MuonSample, which cannot be reloaded from options.json."
+    "Tell whether the run's data was a MuonSample, which options.json cannot reload."
     return str(options.get("data") or "").startswith(IN_MEMORY)
 
 
@@ -804,8 +804,8 @@ def train(model: str = "vanilla",  # "vanilla", "wgan-gp", "guided", "prompt" or
 
     evaluations = metrics["evaluations"]
     if evaluations and evaluations[-1]["iteration"] == state.iteration and evaluator.last is None:
-        # Resumed at its newest checkpoint with nothing to train: that evaluation was an intermediate one, so
-        # it is replaced by the final one, with its intervals, distances and plots.
+        # A run resumed at its newest checkpoint trains nothing, so its last evaluation is an intermediate one.
+        # The final evaluation, with intervals, distances and plots, replaces it.
         evaluations.pop()
     if not evaluations or evaluations[-1]["iteration"] != state.iteration:  # stopped early, or nothing to train
         evaluator.evaluate(state.iteration, final=True)

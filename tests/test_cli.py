@@ -223,7 +223,7 @@ def test_train_guided_options(small_data, tmp_path):
     assert options["model_options"] == {"mode": "features", "alpha": 0.5}
 
 
-def test_relative_data_path_works_from_other_folders(small_data, tmp_path):
+def test_relative_data_path_from_other_folder(small_data, tmp_path):
     out = tmp_path / "relative"
     process = run_cli("train", "--data", small_data.name, "--out", out, *TINY_TRAINING, cwd=small_data.parent)
     assert process.returncode == 0, process.stderr
@@ -257,7 +257,7 @@ def test_evaluate_against_data(trained_run, small_data, tmp_path):
     assert report["n_generated"] == 500
 
 
-def test_evaluate_says_when_n_exceeds_real_sample(trained_run, tmp_path):
+def test_evaluate_n_above_real_sample(trained_run, tmp_path):
     process = run_cli("evaluate", trained_run, "--n", "1e6", "--out", tmp_path)
     assert process.returncode == 0, process.stderr
     report = json.loads((tmp_path / "metrics.json").read_text())
@@ -315,7 +315,7 @@ def test_generate_shards_manifest(trained_run, tmp_path):
     assert not np.array_equal(first[:500], second[:500])
 
 
-def test_generate_refuses_existing_files_without_force(trained_run, tmp_path):
+def test_generate_existing_files_need_force(trained_run, tmp_path):
     out = tmp_path / "muons.npy"
     write_muons(load_default_sample().sample(50, seed=1), out)
     previous = out.read_bytes()
@@ -388,7 +388,7 @@ def test_unexpected_error_keeps_traceback(monkeypatch):
 
 # --- make-sample ------------------------------------------------------------------------------------
 
-def test_make_sample_refuses_existing_file(tmp_path, capsys):
+def test_make_sample_existing_file_needs_force(tmp_path, capsys):
     out = tmp_path / "sample.npy"
     out.write_bytes(b"an earlier sample")
     assert cli.main(["make-sample", "--n", "10", "--out", str(out)]) == 2
