@@ -10,7 +10,9 @@ import errno
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Callable, Sequence
@@ -700,6 +702,16 @@ def _configure_logging(level: int):
     root.setLevel(level)
 
 
+_interrupted = False  # set by Ctrl-C, even where a native library swallows the KeyboardInterrupt
+
+
+def _on_interrupt(signum, frame):
+    "Record Ctrl-C, then raise KeyboardInterrupt as Python's own handler does."
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt
+
+
 def _is_failed_training(error: BaseException) -> bool:
     "True when training stopped on non-finite losses: a failed run rather than bad input."
     training = sys.modules.get("muon_gan_nb.training")  # imported only by the commands that need it
@@ -723,10 +735,16 @@ def main(argv: Sequence[str] | None = None,  # arguments after `muon-gan`; None 
 
     arguments.log_level = getattr(arguments, "log_level", logging.INFO)  # neither --quiet nor --verbose
     _configure_logging(arguments.log_level)
+    global _interrupted
+    _interrupted = False
+    # XGBoost calls back into Python while it builds a matrix, and a KeyboardInterrupt raised there is
+    # swallowed and comes back as an XGBoostError, so Ctrl-C is also recorded by the handler.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous_handler = signal.signal(signal.SIGINT, _on_interrupt) if in_main_thread else None
     try:
         return arguments.handler(arguments)
     except BaseException as error:
-        if isinstance(error, KeyboardInterrupt):
+        if isinstance(error, KeyboardInterrupt) or _interrupted:
             hint = ""
             if arguments.command == "train":
                 hint = (f": training is saved up to the newest checkpoint; continue with "
@@ -741,6 +759,9 @@ def main(argv: Sequence[str] | None = None,  # arguments after `muon-gan`; None 
         logger.debug("muon-gan %s failed", arguments.command, exc_info=True)
         print(f"muon-gan: error: {error_message(error)}", file=sys.stderr)
         return 2
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous_handler)
 
 # %% ../nbs/07_cli.ipynb #09757359
 #| eval: false
