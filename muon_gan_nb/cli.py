@@ -747,8 +747,8 @@ def main(argv: Sequence[str] | None = None,  # arguments after `muon-gan`; None 
         if isinstance(error, KeyboardInterrupt) or _interrupted:
             hint = ""
             if arguments.command == "train":
-                hint = (f": training is saved up to the newest checkpoint; continue with "
-                        f"`muon-gan train --resume {arguments.out}`")
+                from muon_gan_nb.training import _finish_hint
+                hint = f": {_finish_hint(Path(arguments.out), python=False)}"
             print(f"muon-gan: interrupted{hint}", file=sys.stderr)
             return 130
         if _is_failed_training(error):

@@ -564,6 +564,21 @@ class TrainedRun:
                                     f"{options['data']} ({error}): {fix}") from error
 
 
+def _finish_hint(path: Path,  # folder of an unfinished run
+                 python: bool = True,  # also name the Python call
+                 ) -> str:
+    "How far an unfinished run is saved, and the commands that continue it or end it at its newest checkpoint."
+    checkpoints = list_checkpoints(path / "checkpoints")
+    if not checkpoints:
+        hint = f"the run has no checkpoint yet: `muon-gan train --resume {path}` trains it again from iteration 0"
+    else:
+        iteration = checkpoint_iteration(checkpoints[-1])
+        hint = (f"the run is saved up to its newest checkpoint, iteration {iteration}: continue it with "
+                f"`muon-gan train --resume {path}`, or end it there with "
+                f"`muon-gan train --resume {path} --iterations {iteration}`")
+    return hint + (" (in Python, train(out=..., resume=True, iterations=...))" if python else "")
+
+
 def load_run(path: str | Path,  # run folder written by `train`
              ) -> TrainedRun:
     "Read a finished run folder: the GAN (safe mode), scaler, feature transform, options and metrics."
@@ -582,8 +597,7 @@ def load_run(path: str | Path,  # run folder written by `train`
     for name, what in (("model.keras", "the trained GAN"), ("scaler.json", "the scaler")):
         if not (path / name).is_file():
             raise FileNotFoundError(f"{path / name} not found: the run in {path} is missing {what}, which train "
-                                    f"writes when training ends; finish it with `muon-gan train --resume {path}` "
-                                    "(in Python, train(out=..., resume=True))")
+                                    f"writes when training ends; {_finish_hint(path)}")
     try:
         gan = keras.saving.load_model(path / "model.keras", safe_mode=True, compile=False)
     except (ValueError, TypeError, KeyError, AttributeError, OSError, zipfile.BadZipFile) as error:
@@ -786,6 +800,10 @@ def train(model: str = "vanilla",  # "vanilla", "wgan-gp", "guided", "prompt" or
         try:
             gan.fit(_real_batches(options, run_data, rows, start), steps_per_epoch=epoch_length,
                     epochs=(target - start) // epoch_length, callbacks=run_callbacks, shuffle=False, verbose=0)
+        except BaseException as error:
+            _record_stop(out, metrics, convergence, seconds_before + time.perf_counter() - started,
+                         state.iteration, error)
+            raise
         finally:  # Keras skips on_train_end when Ctrl-C or an error ends fit; the bar must still close first
             loss_log.on_train_end()
     seconds = seconds_before + time.perf_counter() - started
@@ -831,6 +849,25 @@ def _importance_refresh(options: dict, run_data: _RunData, start: int, metrics: 
                                 seed=seed, start_iteration=start)
     refresh.history = metrics["importance_refreshes"]  # the same list: checkpoints store the refreshes so far
     return refresh
+
+
+def _record_stop(out: Path, metrics: dict, convergence: dict, seconds: float, iteration: int,
+                 error: BaseException):
+    "Write metrics.json for a run that Ctrl-C or an error stopped, naming its newest checkpoint."
+    # The command line records Ctrl-C itself, because XGBoost turns a KeyboardInterrupt into an XGBoostError.
+    interrupted = isinstance(error, KeyboardInterrupt) or getattr(sys.modules.get("muon_gan_nb.cli"),
+                                                                  "_interrupted", False)
+    checkpoints = list_checkpoints(out / "checkpoints")
+    _record_progress(metrics, convergence, seconds, iteration)
+    stop = {"iteration": iteration, "last_checkpoint": str(checkpoints[-1]) if checkpoints else None}
+    if interrupted:
+        metrics["status"], metrics["interruption"] = "interrupted", stop
+    else:
+        metrics["status"], metrics["failure"] = "failed", {**stop, "error": f"{type(error).__name__}: {error}"}
+    try:
+        write_json(out / "metrics.json", metrics)
+    except OSError as write_error:  # the error that stopped training matters more than this one
+        logger.warning("run %s: could not write %s: %s", metrics.get("run_id"), out / "metrics.json", write_error)
 
 
 def _record_progress(metrics: dict, convergence: dict, seconds: float, iteration: int):

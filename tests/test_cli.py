@@ -494,11 +494,20 @@ def test_interrupted_train_names_resume(small_data, tmp_path):
     finally:
         process.kill()
     assert process.returncode == 130, stderr
-    last = stderr.strip().splitlines()[-1]
-    assert last == (f"muon-gan: interrupted: training is saved up to the newest checkpoint; continue with "
-                    f"`muon-gan train --resume {out}`"), last
-    assert "Traceback" not in stderr
     checkpoint = checkpoint_iteration(list_checkpoints(out / "checkpoints")[-1])
+    last = stderr.strip().splitlines()[-1]
+    assert last == (f"muon-gan: interrupted: the run is saved up to its newest checkpoint, iteration {checkpoint}: "
+                    f"continue it with `muon-gan train --resume {out}`, or end it there with "
+                    f"`muon-gan train --resume {out} --iterations {checkpoint}`"), last
+    assert "Traceback" not in stderr
+    # metrics.json keeps the losses up to the interruption and names the checkpoint to resume from.
+    stopped = json.loads((out / "metrics.json").read_text())
+    assert stopped["status"] == "interrupted"
+    assert stopped["interruption"]["iteration"] >= checkpoint
+    assert stopped["interruption"]["last_checkpoint"].endswith(f"iteration-{checkpoint:09d}")
+    assert stopped["iteration"][-1] >= checkpoint
+    evaluate = run_cli("evaluate", out)
+    assert evaluate.returncode != 0 and f"--iterations {checkpoint}`" in evaluate.stderr, evaluate.stderr
     # Resumed at its newest checkpoint, the run has nothing to train but still gets its final evaluation and plots.
     at_checkpoint = run_cli("train", "--resume", out, "--iterations", str(checkpoint))
     assert at_checkpoint.returncode == 0, at_checkpoint.stderr

@@ -174,6 +174,39 @@ def test_nan_loss_stops_run(tmp_path):
     assert [entry["iteration"] for entry in metrics["evaluations"]] == [50]
 
 
+class _StopAtEpoch(keras.callbacks.Callback):
+    "Raise `error` at the end of epoch `epoch`, as Ctrl-C or a failing library would."
+
+    def __init__(self, epoch: int, error: BaseException):
+        super().__init__()
+        self.stop_epoch, self.error = epoch, error
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.stop_epoch:
+            raise self.error
+
+
+@pytest.mark.parametrize("error, status, key", [(KeyboardInterrupt(), "interrupted", "interruption"),
+                                                (RuntimeError("disk on fire"), "failed", "failure")])
+def test_stopped_run_writes_metrics(tmp_path, error, status, key):
+    out = tmp_path / "stopped"
+    with pytest.raises(type(error)):
+        train(data=toy_muons(2_000), out=out, iterations=200, eval_every=50, checkpoint_every=50,
+              steps_per_execution=25, callbacks=[_StopAtEpoch(1, error)], **SMALL)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == status
+    assert metrics[key]["iteration"] == 100 == metrics["iteration"][-1]
+    # The run's own checkpointer ran before the failing callback at iteration 100.
+    assert metrics[key]["last_checkpoint"].endswith("iteration-000000100")
+    assert [entry["iteration"] for entry in metrics["evaluations"]] == [50, 100]
+    assert ("error" in metrics[key]) == (status == "failed")
+    if status == "failed":
+        assert metrics[key]["error"] == "RuntimeError: disk on fire"
+    assert not (out / "model.keras").exists()
+    with pytest.raises(FileNotFoundError, match="--iterations 100`"):
+        load_run(out)
+
+
 def test_trained_beats_untrained(tmp_path):
     sample = toy_muons(6_000, seed=5)
     run = train(data=sample, out=tmp_path / "brief", iterations=300, eval_every=300, checkpoint_every=300,
