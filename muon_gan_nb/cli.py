@@ -214,9 +214,9 @@ def _add_train_command(commands, parents: list[argparse.ArgumentParser]):
     command.add_argument("--seed", type=seed_value, default=0,
                          help="random seed of the data split, initial weights, noise and evaluation")
     command.add_argument("--data", metavar="PATH",
-                         help="training muons: a SHiP .npy file, a FairShip .root file, .parquet or .csv, or a "
-                              "quoted glob of such files such as 'SPLIT_*.npy' (default: the bundled SHiP-like "
-                              "sample)")
+                         help="training muons: a SHiP .npy file, a FairShip .root file, .parquet or .csv, a "
+                              "quoted glob of such files such as 'SPLIT_*.npy', or the manifest.json of "
+                              "generated shards (default: the bundled SHiP-like sample)")
     command.add_argument("--stream", action="store_true",
                          help="stream batches from the SHiP .npy files of --data instead of loading them "
                               "into memory, for samples larger than memory")

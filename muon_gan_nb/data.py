@@ -529,8 +529,47 @@ def _load_npz(path: Path, drop_invalid: bool) -> MuonSample:
     return _build_sample(str(path), features, arrays["pdg"], arrays["weight"], arrays.get("origin"),
                          drop_invalid=drop_invalid)
 
+# %% ../nbs/00_data.ipynb #b7d2f4a9
+def _load_manifest(path: Path, n: int | None, seed: int, drop_invalid: bool) -> MuonSample:
+    "Muons of the shard files that a `generate_shards` manifest lists, joined in shard order, counts checked."
+    try:
+        manifest = json.loads(path.read_text())
+        total = int(manifest["total"])
+        shards = [(path.parent / str(shard["file"]), int(shard["count"])) for shard in manifest["shards"]]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise InvalidInputError(f"{path} is not a shard manifest ({type(error).__name__}: {error}); pass the "
+                                "manifest.json that `muon-gan generate --shards` writes, or the muon files") from None
+
+    listed = sum(count for _, count in shards)
+    if not shards or listed != total:
+        raise InvalidInputError(f"{path} is inconsistent: its {len(shards)} shards hold {listed} muons, not its "
+                                f"total of {total}; generate the shards again")
+    missing = [file.name for file, _ in shards if not file.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{path} lists {len(shards)} shard files, and {len(missing)} are not beside it "
+                                f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}): finish "
+                                "generating them, or copy them next to the manifest")
+
+    files = [file for file, _ in shards]
+    npy = all(file.suffix.lower() == ".npy" for file in files)
+    samples = None if npy else [load_muons(file, drop_invalid=drop_invalid) for file in files]
+    # .npy shards are memory-mapped, so counting their rows reads only the headers.
+    found = [len(_open_npy(file)) for file in files] if npy else [len(sample) for sample in samples]
+    for (file, count), rows in zip(shards, found):
+        if rows != count and not (drop_invalid and rows < count):
+            raise InvalidInputError(f"{file} holds {rows} muons, but {path} lists {count}: the shard is "
+                                    "incomplete or from another generation; generate it again")
+
+    if npy:
+        sample = _load_npy_files(files, n, seed, drop_invalid)
+    else:
+        sample = MuonSample.concatenate(samples)
+        sample = sample.sample(n, seed) if n is not None and n < len(sample) else sample
+    sample.source = str(path)
+    return sample
+
 # %% ../nbs/00_data.ipynb #05a76995
-def load_muons(path: str | Path,  # a file (.npy, .npz, .root, .parquet, .csv) or a glob pattern of such files
+def load_muons(path: str | Path,  # a file (.npy, .npz, .root, .parquet, .csv), a glob of them, or a shard manifest
                *,
                n: int | None = None,  # if given, a uniform random subsample of this many muons
                seed: int = 0,  # seed of the subsample
@@ -540,6 +579,14 @@ def load_muons(path: str | Path,  # a file (.npy, .npz, .root, .parquet, .csv) o
     if n is not None and n <= 0:
         raise InvalidInputError(f"n must be a positive number of muons, got {n}")
     text = str(path)
+    manifest = Path(text)
+    if manifest.is_dir() and (manifest / "manifest.json").is_file():  # the folder `generate --shards` wrote
+        manifest = manifest / "manifest.json"
+    if manifest.suffix.lower() == ".json" and not glob.has_magic(text):
+        if not manifest.is_file():
+            raise FileNotFoundError(f"Shard manifest not found: {manifest}; check the path, or pass the muon "
+                                    "files themselves")
+        return _load_manifest(manifest, n, seed, drop_invalid)
     if glob.has_magic(text):
         files = _expand_paths(text)
         if all(file.suffix.lower() == ".npy" for file in files):
@@ -561,7 +608,8 @@ def load_muons(path: str | Path,  # a file (.npy, .npz, .root, .parquet, .csv) o
         sample = _load_npz(path, drop_invalid)
     else:
         raise InvalidInputError(f"{path} has the extension {suffix or '(none)'!r}, which load_muons does not read; "
-                                f"use one of {', '.join(SUPPORTED_SUFFIXES)} or a glob pattern of .npy files.")
+                                f"use one of {', '.join(SUPPORTED_SUFFIXES)}, a glob pattern of such files or the "
+                                "manifest.json of generated shards.")
     if n is not None and n < len(sample):
         # NOTE: ROOT, table and .npz files are read whole before the subsample is drawn; only .npy is memory-mapped.
         return sample.sample(n, seed)

@@ -253,6 +253,15 @@ def test_shards_and_manifest(reference_run, tmp_path):
     first, second = (load_muons(manifest_path.parent / shard["file"]) for shard in manifest["shards"])
     assert len(first) + len(second) == 3_001
     assert not np.array_equal(first.features[:100], second.features[:100])
+    # The manifest, or its folder, loads the whole sample in shard order.
+    joined = load_muons(manifest_path)
+    np.testing.assert_array_equal(joined.features, np.concatenate([first.features, second.features]))
+    np.testing.assert_array_equal(load_muons(manifest_path.parent).pdg, joined.pdg)
+    assert len(load_muons(manifest_path, n=1_000, seed=1)) == 1_000
+    # Parquet shards are named after the output file, with the manifest beside them.
+    parquet = generate_shards(reference_run, 1_001, tmp_path / "muons.parquet", shards=3, seed=4, progress=False)
+    assert parquet.name == "muons.manifest.json"
+    assert len(load_muons(parquet)) == 1_001
 
 
 def test_load_run_errors(reference_run, tmp_path):
