@@ -27,8 +27,8 @@ logger = logging.getLogger(__name__)
 __all__ = ['logger', 'DEFAULT_ITERATIONS', 'DEFAULT_BATCH_SIZE', 'DEFAULT_EVAL_EVERY', 'DEFAULT_EVAL_SIZE',
            'DEFAULT_CHECKPOINT_EVERY', 'DEFAULT_CHUNK_SIZE', 'DEFAULT_SAMPLE_SIZE', 'MODELS', 'GUIDANCE_MODES',
            'STRATEGIES', 'GENERATE_FORMATS', 'PROMPT_MODELS', 'TRANSFORM_NAMES', 'COMMANDS', 'UsageError',
-           'error_message', 'positive_count', 'non_negative_number', 'decay_value', 'seed_value', 'build_parser',
-           'main']
+           'error_message', 'positive_count', 'non_negative_number', 'decay_value', 'shard_number', 'seed_value',
+           'build_parser', 'main']
 
 # %% ../nbs/07_cli.ipynb #c69d8627
 # 10,000 iterations of the vanilla GAN on the bundled sample, with an evaluation every 250, took 84 s on
@@ -123,6 +123,18 @@ def decay_value(text: str,  # the option's value as typed
     if value >= 1:
         raise argparse.ArgumentTypeError(f"invalid value {text!r}: a decay must be at least 0 and below 1, "
                                          "such as 0.999")
+    return value
+
+
+def shard_number(text: str,  # the option's value as typed
+                 ) -> int:
+    "Parse a shard's index: a whole number from 0."
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid shard index {text!r}: expected a whole number such as 0") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"invalid shard index {text!r}: shards are numbered from 0")
     return value
 
 
@@ -289,6 +301,10 @@ def _add_generate_command(commands, parents: list[argparse.ArgumentParser]):
     command.add_argument("--seed", type=seed_value, default=0, help="random seed of the generator's noise")
     command.add_argument("--shards", type=positive_count, default=1, metavar="K",
                          help="split the N muons into K files with distinct seeds, plus a manifest")
+    command.add_argument("--only", type=shard_number, nargs="+", metavar="INDEX",
+                         help="with --shards, write only these shards (numbered from 0), so that several "
+                              "processes or hosts share the work: each runs the same command with its own "
+                              "--only, and each writes the same manifest")
     command.add_argument("--force", action="store_true",
                          help="overwrite --out (with --shards, its shard files and manifest) if it exists")
     command.set_defaults(handler=_run_generate)
@@ -635,21 +651,32 @@ def _run_evaluate(arguments: argparse.Namespace) -> int:
 def _run_generate(arguments: argparse.Namespace) -> int:
     "Generate muons with a saved run and write them to --out in chunks."
     out = _check_output_file(arguments.out, GENERATE_FORMATS)
+    only = sorted(set(arguments.only)) if arguments.only else None
+    if only and arguments.shards < 2:
+        raise UsageError("--only picks shards of a sharded generation: give --shards K as well")
+    if only and only[-1] >= arguments.shards:
+        raise UsageError(f"--only {only[-1]}: with --shards {arguments.shards} the shards are numbered 0 to "
+                         f"{arguments.shards - 1}")
     if arguments.shards > 1:
         files, manifest = shard_paths(out, arguments.shards)
-        _check_outputs_free([*files, manifest], arguments.force)
+        # With --only, the other processes write the same manifest, so only this process's shards are checked.
+        own_files = [files[index] for index in only] if only else [*files, manifest]
+        _check_outputs_free(own_files, arguments.force)
     else:
         _check_outputs_free([out], arguments.force)
     run = _load_run_checked(arguments.run)
+    progress = arguments.log_level < logging.WARNING
     if arguments.shards > 1:
         from muon_gan_nb.training import generate_shards
-        manifest = generate_shards(run, arguments.n, out, shards=arguments.shards,
-                                   chunk_size=arguments.chunk_size, seed=arguments.seed)
-        print(f"Wrote {arguments.n} muons in {arguments.shards} shards; manifest: {manifest}")
+        manifest = generate_shards(run, arguments.n, out, shards=arguments.shards, chunk_size=arguments.chunk_size,
+                                   seed=arguments.seed, only=only, progress=progress)
+        shards_written = (f"shards {', '.join(map(str, only))} of {arguments.shards}" if only
+                          else f"{arguments.shards} shards")
+        print(f"Wrote {shards_written} of {arguments.n} muons; manifest: {manifest}")
         return 0
     from muon_gan_nb.training import generate_to_file
     written = generate_to_file(run, arguments.n, out, chunk_size=arguments.chunk_size, seed=arguments.seed,
-                               progress=arguments.log_level < logging.WARNING)
+                               progress=progress)
     print(f"Wrote {arguments.n} muons to {written}")
     return 0
 

@@ -131,6 +131,7 @@ def test_entry_point_help():
     (["generate", "RUN", "--n", "0", "--out", "muons.npy"], ["--n", "'0'"]),
     (["generate", "RUN", "--n", "10", "--chunk-size", "-1", "--out", "muons.npy"], ["--chunk-size"]),
     (["generate", "RUN", "--n", "10", "--shards", "0", "--out", "muons.npy"], ["--shards"]),
+    (["generate", "RUN", "--n", "10", "--shards", "2", "--only", "-1", "--out", "muons.npy"], ["shard index", "'-1'"]),
     (["generate", "RUN", "--n", "10", "--out", "muons.txt"], ["muons.txt", ".npy"]),
     (["generate", "RUN", "--out", "muons.npy"], ["--n"]),
     (["evaluate", "RUN", "--n", "-100"], ["--n", "'-100'"]),
@@ -313,6 +314,30 @@ def test_generate_shards_manifest(trained_run, tmp_path):
     assert len(load_muons(str(tmp_path / "shards-*.parquet"))) == 1001  # the shards read back as one sample
     first, second = (load_muons(tmp_path / shard["file"]).features for shard in manifest["shards"])
     assert not np.array_equal(first[:500], second[:500])
+
+
+def test_generate_shards_split_over_processes(trained_run, tmp_path):
+    # Two processes, each with its own --only, write the same files as one process writing all shards.
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    common = ["--n", "1001", "--shards", "3", "--seed", "4", "--chunk-size", "200"]
+    assert run_cli("generate", trained_run, *common, "--out", whole / "muons.npy").returncode == 0
+    for only in (["0", "2"], ["1"]):
+        process = run_cli("generate", trained_run, *common, "--only", *only, "--out", split / "muons.npy")
+        assert process.returncode == 0, process.stderr
+    assert f"Wrote shards 1 of 3 of 1001 muons; manifest: {split / 'muons.manifest.json'}" in process.stdout
+    for shard in sorted(whole.glob("muons-*.npy")):
+        assert (split / shard.name).read_bytes() == shard.read_bytes(), shard.name
+    assert json.loads((split / "muons.manifest.json").read_text())["shards"] == \
+        json.loads((whole / "muons.manifest.json").read_text())["shards"]
+    assert len(load_muons(split / "muons.manifest.json")) == 1001
+    # Writing a shard again needs --force; bad indices are refused before anything is written.
+    again = run_cli("generate", trained_run, *common, "--only", "1", "--out", split / "muons.npy")
+    assert_one_line_error(again, "muons-00001-of-00003.npy", "--force")
+    assert_one_line_error(run_cli("generate", trained_run, *common, "--only", "3", "--out", tmp_path / "m.npy"),
+                          "--only 3", "0 to 2")
+    assert_one_line_error(run_cli("generate", trained_run, "--n", "10", "--only", "0", "--out", tmp_path / "m.npy"),
+                          "--only", "--shards")
+    assert not list(tmp_path.glob("m*.npy"))
 
 
 def test_generate_existing_files_need_force(trained_run, tmp_path):
