@@ -12,10 +12,12 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import threading
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import muon_gan_nb
 from .data import SUPPORTED_SUFFIXES, InvalidInputError, atomic_write
@@ -274,7 +276,8 @@ def _add_evaluate_command(commands, parents: list[argparse.ArgumentParser]):
                          help="drop (and count) muons of --data whose PDG id is not ±13 or whose momentum "
                               "is zero, instead of rejecting the file")
     command.add_argument("--n", type=positive_count, default=DEFAULT_EVAL_SIZE, metavar="N",
-                         help="real and generated muons each in the comparison")
+                         help="real and generated muons each in the comparison, at most the number of real "
+                              "muons available")
     command.add_argument("--seed", type=seed_value, default=0,
                          help="random seed of the generated muons and of the classifier's split")
     command.add_argument("--out", metavar="DIR", default=None,
@@ -402,6 +405,7 @@ def _run_study(arguments: argparse.Namespace) -> int:
     else:
         data = None
     os.environ.setdefault("MPLBACKEND", "Agg")  # figures go to files; no display is needed
+    _start_tensorflow()
     from muon_gan_nb.study import TRANSFORMS, run_study
     command = _study_command_line(arguments)
     result = run_study(out, quick=arguments.quick, seeds=arguments.seeds, models=arguments.models,
@@ -580,6 +584,7 @@ def _run_train(arguments: argparse.Namespace) -> int:
         options = _train_arguments(arguments)
         _check_data(arguments.data, arguments.sample_size, arguments.seed, arguments.stream, arguments.drop_invalid)
 
+    _start_tensorflow()
     from muon_gan_nb.training import train
     run = train(out=out, resume=resume, force=arguments.force, progress=arguments.log_level < logging.WARNING,
                 **options)
@@ -598,6 +603,7 @@ def _load_run_checked(path: str):
     folder = Path(path)
     if not folder.is_dir():
         raise FileNotFoundError(errno.ENOENT, "run folder not found", str(folder))
+    _start_tensorflow()
     from muon_gan_nb.training import load_run
     return load_run(folder)
 
@@ -653,7 +659,11 @@ def _run_generate(arguments: argparse.Namespace) -> int:
     out = _check_output_file(arguments.out, GENERATE_FORMATS)
     only = sorted(set(arguments.only)) if arguments.only else None
     if only and arguments.shards < 2:
-        raise UsageError("--only picks shards of a sharded generation: give --shards K as well")
+        raise UsageError(f"--only picks shards of a sharded generation, and --shards is {arguments.shards}: "
+                         "give --shards K with K of 2 or more")
+    if arguments.shards > arguments.n:
+        raise UsageError(f"--shards {arguments.shards} is more than --n {arguments.n} muons: use at most "
+                         f"{arguments.n} shards")
     if only and only[-1] >= arguments.shards:
         raise UsageError(f"--only {only[-1]}: with --shards {arguments.shards} the shards are numbered 0 to "
                          f"{arguments.shards - 1}")
@@ -670,9 +680,12 @@ def _run_generate(arguments: argparse.Namespace) -> int:
         from muon_gan_nb.training import generate_shards
         manifest = generate_shards(run, arguments.n, out, shards=arguments.shards, chunk_size=arguments.chunk_size,
                                    seed=arguments.seed, only=only, progress=progress)
-        shards_written = (f"shards {', '.join(map(str, only))} of {arguments.shards}" if only
-                          else f"{arguments.shards} shards")
-        print(f"Wrote {shards_written} of {arguments.n} muons; manifest: {manifest}")
+        if only:
+            muons = sum(arguments.n // arguments.shards + (index < arguments.n % arguments.shards) for index in only)
+            print(f"Wrote shard{'s' if len(only) > 1 else ''} {', '.join(map(str, only))} of {arguments.shards} "
+                  f"({muons} of {arguments.n} muons); manifest: {manifest}")
+        else:
+            print(f"Wrote {arguments.n} muons in {arguments.shards} shards; manifest: {manifest}")
         return 0
     from muon_gan_nb.training import generate_to_file
     written = generate_to_file(run, arguments.n, out, chunk_size=arguments.chunk_size, seed=arguments.seed,
@@ -711,6 +724,46 @@ def _run_make_sample(arguments: argparse.Namespace) -> int:
         temporary.write_text(json.dumps(settings, indent=2))
     print(f"Wrote {len(sample)} muons to {written}; settings in {settings_path}")
     return 0
+
+
+@contextmanager
+def _native_stderr_captured(lines: list[str]) -> Iterator[None]:
+    "Send what is written to file descriptor 2, by C++ libraries too, into `lines` instead of the terminal."
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as capture:
+            os.dup2(capture.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+                capture.seek(0)
+                lines.extend(capture.read().decode(errors="replace").splitlines())
+    finally:
+        os.close(saved)
+
+
+def _start_tensorflow():
+    "Start TensorFlow with its start-up messages in the debug log (--verbose), and log the devices it found."
+    if "tensorflow" in sys.modules:
+        return  # a notebook or a test started it, and its messages are already out
+    messages: list[str] = []
+    try:
+        # TensorFlow prints these lines before its logging starts, so TF_CPP_MIN_LOG_LEVEL cannot hide them;
+        # on a machine without a GPU they include a CUDA error that is no error.
+        with _native_stderr_captured(messages):
+            import tensorflow as tf
+            import muon_gan_nb.models  # noqa: F401  sizes TensorFlow's thread pools before it starts
+            gpus = tf.config.list_logical_devices("GPU")
+    except BaseException:
+        print("\n".join(messages), file=sys.stderr)
+        raise
+    for line in messages:
+        logger.debug("TensorFlow: %s", line)
+    devices = f"{len(gpus)} GPU(s)" if gpus else "the CPU (no GPU found; --verbose shows why)"
+    logger.info("TensorFlow %s runs on %s", tf.__version__, devices)
 
 # %% ../nbs/07_cli.ipynb #9606c4a1
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -354,7 +354,8 @@ def _expand_paths(paths: str | Path | Iterable[str | Path]) -> list[Path]:
             raise FileNotFoundError(f"Muon file not found: {file}; check the path (SHiP .npy, FairShip .root, "
                                     ".parquet, .csv or .npz files, or a pattern such as SPLIT_*.npy)")
         if file.is_dir():
-            raise InvalidInputError(f"{file} is a folder; give a file, or a pattern such as {file / 'SPLIT_*.npy'}")
+            raise InvalidInputError(f"{file} is a folder; give a file, a pattern such as {file / 'SPLIT_*.npy'}, "
+                                    "or the manifest (.json) of generated shards")
     return files
 
 
@@ -580,8 +581,12 @@ def load_muons(path: str | Path,  # a file (.npy, .npz, .root, .parquet, .csv), 
         raise InvalidInputError(f"n must be a positive number of muons, got {n}")
     text = str(path)
     manifest = Path(text)
-    if manifest.is_dir() and (manifest / "manifest.json").is_file():  # the folder `generate --shards` wrote
-        manifest = manifest / "manifest.json"
+    if manifest.is_dir():  # a folder of generated shards stands for its manifest
+        manifests = sorted(manifest.glob("*manifest.json"))
+        if len(manifests) > 1:
+            raise InvalidInputError(f"{manifest} holds {len(manifests)} shard manifests "
+                                    f"({', '.join(file.name for file in manifests)}): pass one of them")
+        manifest = manifests[0] if manifests else manifest
     if manifest.suffix.lower() == ".json" and not glob.has_magic(text):
         if not manifest.is_file():
             raise FileNotFoundError(f"Shard manifest not found: {manifest}; check the path, or pass the muon "

@@ -875,6 +875,8 @@ def _record_progress(metrics: dict, convergence: dict, seconds: float, iteration
     metrics["seconds"] = seconds
     metrics["iterations_trained"] = iteration
     metrics["seconds_per_10k_iterations"] = seconds / iteration * 10_000 if iteration else None
+    for criterion in convergence.values():  # the run updates them itself, so their own count stays behind
+        criterion.iteration = iteration
     metrics["convergence"] = {name: criterion.to_dict() for name, criterion in convergence.items()}
 
 
@@ -932,7 +934,7 @@ def generate_shards(run: TrainedRun,  # a trained run
     "Generate `n` muons as `shards` files with distinct seeds, plus a manifest.json; returns the manifest path."
     n, shards = check_count("n", n), check_count("shards", shards)
     if shards > n:
-        raise InvalidInputError(f"shards={shards} is more than n={n} muons: use at most {n} shards")
+        raise InvalidInputError(f"{shards} shards are more than the {n} muons to generate: use at most {n} shards")
     out = Path(out)
     indices = range(shards) if only is None else sorted(set(only))
     if any(not 0 <= index < shards for index in indices):
@@ -940,9 +942,28 @@ def generate_shards(run: TrainedRun,  # a trained run
     counts = [n // shards + (index < n % shards) for index in range(shards)]
     seeds = [_derived_seed(seed, index, shards) for index in range(shards)]
     files, manifest = shard_paths(out, shards)
+    listing = {"total": n, "seed": seed, "shards": [
+        {"index": index, "file": files[index].name, "count": counts[index], "seed": seeds[index]}
+        for index in range(shards)]}
+    if only is not None and manifest.is_file():
+        _check_same_generation(manifest, listing)
     for index in indices:
         generate_to_file(run, counts[index], files[index], chunk_size, seeds[index], progress)
-    write_json(manifest, {"run": str(run.path), "total": n, "seed": seed, "shards": [
-        {"index": index, "file": files[index].name, "count": counts[index], "seed": seeds[index]}
-        for index in range(shards)]})
+    write_json(manifest, {"run": os.path.abspath(run.path), **listing})
     return manifest
+
+
+def _check_same_generation(manifest: Path, listing: dict):
+    "Refuse to add shards to a manifest that another part wrote for other numbers of muons, shards or seed."
+    try:
+        existing = json.loads(manifest.read_text())
+        same = all(existing.get(key) == value for key, value in listing.items())
+        described = (f"{existing['total']} muons in {len(existing['shards'])} shards with seed "
+                     f"{existing['seed']}")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
+        same, described = False, "an unreadable listing"
+    if not same:
+        raise InvalidInputError(
+            f"{manifest} belongs to another generation ({described}), not to {listing['total']} muons in "
+            f"{len(listing['shards'])} shards with seed {listing['seed']}: give every part the same number of "
+            "muons, shards and seed (--n, --shards, --seed), or delete the manifest to start a new generation")

@@ -2,6 +2,7 @@
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -324,7 +325,7 @@ def test_generate_shards_split_over_processes(trained_run, tmp_path):
     for only in (["0", "2"], ["1"]):
         process = run_cli("generate", trained_run, *common, "--only", *only, "--out", split / "muons.npy")
         assert process.returncode == 0, process.stderr
-    assert f"Wrote shards 1 of 3 of 1001 muons; manifest: {split / 'muons.manifest.json'}" in process.stdout
+    assert f"Wrote shard 1 of 3 (334 of 1001 muons); manifest: {split / 'muons.manifest.json'}" in process.stdout
     for shard in sorted(whole.glob("muons-*.npy")):
         assert (split / shard.name).read_bytes() == shard.read_bytes(), shard.name
     assert json.loads((split / "muons.manifest.json").read_text())["shards"] == \
@@ -336,8 +337,31 @@ def test_generate_shards_split_over_processes(trained_run, tmp_path):
     assert_one_line_error(run_cli("generate", trained_run, *common, "--only", "3", "--out", tmp_path / "m.npy"),
                           "--only 3", "0 to 2")
     assert_one_line_error(run_cli("generate", trained_run, "--n", "10", "--only", "0", "--out", tmp_path / "m.npy"),
-                          "--only", "--shards")
+                          "--only", "--shards is 1")
+    assert_one_line_error(run_cli("generate", trained_run, "--n", "2", "--shards", "3", "--out", tmp_path / "m.npy"),
+                          "--shards 3 is more than --n 2")
     assert not list(tmp_path.glob("m*.npy"))
+    # A part started with another seed (or number of muons or shards) is refused before it writes anything.
+    listing = (split / "muons.manifest.json").read_text()
+    for changed in (["--seed", "5"], ["--n", "1002"]):
+        options = [*common, "--force", "--only", "1", "--out", split / "muons.npy", *changed]
+        assert_one_line_error(run_cli("generate", trained_run, *options), "muons.manifest.json belongs to another "
+                              "generation (1001 muons in 3 shards with seed 4)", "--seed")
+    assert (split / "muons.manifest.json").read_text() == listing
+    for shard in sorted(whole.glob("muons-*.npy")):
+        assert (split / shard.name).read_bytes() == shard.read_bytes(), shard.name
+
+
+def test_tensorflow_start_up_lines_only_with_verbose(trained_run, tmp_path):
+    quiet = run_cli("generate", trained_run, "--n", "10", "--out", tmp_path / "a.npy")
+    assert quiet.returncode == 0, quiet.stderr
+    assert "TensorFlow 2." in quiet.stderr and "runs on the CPU" in quiet.stderr
+    for line in ("cuInit", "oneDNN", "absl::InitializeLog"):
+        assert line not in quiet.stderr, quiet.stderr
+    verbose = run_cli("--verbose", "generate", trained_run, "--n", "10", "--out", tmp_path / "b.npy")
+    assert verbose.returncode == 0, verbose.stderr
+    # `python -m` names the command line's logger __main__.
+    assert re.search(r"DEBUG \S+: TensorFlow: .*oneDNN", verbose.stderr), verbose.stderr
 
 
 def test_generate_existing_files_need_force(trained_run, tmp_path):

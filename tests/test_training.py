@@ -63,6 +63,7 @@ def test_short_run_writes_every_file(reference_run):
     assert [entry["iteration"] for entry in metrics["evaluations"]] == [100, 200]
     assert 0.3 < metrics["evaluations"][0]["floor_auc"] < 0.7
     assert set(metrics["convergence"]) == {"loss_stability", "auc_plateau"}
+    assert all(criterion["iteration"] == 200 for criterion in metrics["convergence"].values())
     assert metrics["seconds"] > 0
     pngs = sorted((folder / "plots").glob("*.png"))
     assert pngs and all(png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for png in pngs)
@@ -262,6 +263,13 @@ def test_shards_and_manifest(reference_run, tmp_path):
     parquet = generate_shards(reference_run, 1_001, tmp_path / "muons.parquet", shards=3, seed=4, progress=False)
     assert parquet.name == "muons.manifest.json"
     assert len(load_muons(parquet)) == 1_001
+    assert Path(json.loads(parquet.read_text())["run"]).is_absolute()
+    # A part of another generation (here another seed) is refused before it writes its shard.
+    before = parquet.read_text()
+    with pytest.raises(InvalidInputError, match="belongs to another generation"):
+        generate_shards(reference_run, 1_001, tmp_path / "muons.parquet", shards=3, seed=5, only=[1], progress=False)
+    assert parquet.read_text() == before
+    assert len(load_muons(tmp_path)) == 1_001  # the folder stands for the one manifest in it
 
 
 def test_load_run_errors(reference_run, tmp_path):
