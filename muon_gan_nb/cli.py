@@ -604,7 +604,7 @@ def _load_run_checked(path: str):
     if not folder.is_dir():
         raise FileNotFoundError(errno.ENOENT, "run folder not found", str(folder))
     _start_tensorflow()
-    from muon_gan_nb.training import load_run
+    from muon_gan_nb.runs import load_run
     return load_run(folder)
 
 
@@ -677,7 +677,7 @@ def _run_generate(arguments: argparse.Namespace) -> int:
     run = _load_run_checked(arguments.run)
     progress = arguments.log_level < logging.WARNING
     if arguments.shards > 1:
-        from muon_gan_nb.training import generate_shards
+        from muon_gan_nb.runs import generate_shards
         manifest = generate_shards(run, arguments.n, out, shards=arguments.shards, chunk_size=arguments.chunk_size,
                                    seed=arguments.seed, only=only, progress=progress)
         if only:
@@ -687,7 +687,7 @@ def _run_generate(arguments: argparse.Namespace) -> int:
         else:
             print(f"Wrote {arguments.n} muons in {arguments.shards} shards; manifest: {manifest}")
         return 0
-    from muon_gan_nb.training import generate_to_file
+    from muon_gan_nb.runs import generate_to_file
     written = generate_to_file(run, arguments.n, out, chunk_size=arguments.chunk_size, seed=arguments.seed,
                                progress=progress)
     print(f"Wrote {arguments.n} muons to {written}")
@@ -827,7 +827,7 @@ def main(argv: Sequence[str] | None = None,  # arguments after `muon-gan`; None 
         if isinstance(error, KeyboardInterrupt) or _interrupted:
             hint = ""
             if arguments.command == "train":
-                from muon_gan_nb.training import _finish_hint
+                from muon_gan_nb.runs import _finish_hint
                 hint = f": {_finish_hint(Path(arguments.out), python=False)}"
             print(f"muon-gan: interrupted{hint}", file=sys.stderr)
             return 130

@@ -703,7 +703,7 @@ class SampleExplorer(_ExplorerPanel):
                  seed: int = 0,  # seed of the real subsample and of the generated muons
                  interactive: bool | None = None,  # build widgets; None: only in a Jupyter kernel
                  ):
-        from muon_gan_nb.training import TrainedRun, load_run
+        from muon_gan_nb.runs import TrainedRun, load_run
 
         runs = list(runs) if isinstance(runs, (list, tuple)) else [runs]
         if not 1 <= len(runs) <= 2:

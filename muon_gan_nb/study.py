@@ -558,7 +558,7 @@ def load_study(path: str | Path,  # a report folder written by `run_study`, or i
 
 # %% ../nbs/12_study.ipynb #f3bb13e4
 def _environment(command: str | None) -> dict:
-    from muon_gan_nb.training import package_versions
+    from muon_gan_nb.runs import package_versions
     return {"command": command, "started": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
             "platform": platform.platform(), "machine": platform.machine(), "processor": platform.processor(),
             "cpu_count": usable_cores(), "load_start": [round(value, 2) for value in os.getloadavg()],

@@ -5,11 +5,9 @@
 # %% ../nbs/06_training.ipynb #fc85ffaa
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -32,88 +30,18 @@ from .features import (TRANSFORMS, FeatureTransform, load_transform, make_transf
                                   prepare_training_features, save_transform)
 import muon_gan_nb.models  # noqa: F401  sizes TensorFlow's thread pools before TensorFlow starts
 from .preprocessing import MuonScaler
-from .writers import MuonWriter, shard_paths
+from .runs import (GENERATION_BLOCK, TrainedRun, _BlockGenerator, _derived_seed, _generate_sample,
+                              _read_json, generate_shards, generate_to_file, load_run, package_versions)
+
+# Trained runs live in muon_gan_nb.runs; training keeps these names for the code that imports them from here.
+_all_ = ["GENERATION_BLOCK", "TrainedRun", "load_run", "generate_to_file", "generate_shards", "package_versions"]
 
 logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['logger', 'GENERATION_BLOCK', 'MODELS', 'PROMPT_MODELS', 'STRATEGIES', 'REFRESH_EVERY', 'REFRESH_SIZE', 'IN_MEMORY',
-           'package_versions', 'TrainingDivergedError', 'TrainedRun', 'load_run', 'train', 'generate_to_file',
-           'generate_shards']
-
-# %% ../nbs/06_training.ipynb #760c4835
-def _read_json(path: Path, what: str) -> dict:
-    "Read a JSON file of a run folder, with a clear error if it is missing or damaged."
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: the run folder is missing its {what}")
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InvalidInputError(f"{path} is not valid JSON ({error}): the run folder's {what} is damaged; "
-                                "resume from a checkpoint or train again with force=True") from error
-
-
-def package_versions() -> dict:
-    "Versions of Python, the numerical packages, muon_gan_nb and the platform, for `versions.json`."
-    import xgboost
-
-    import muon_gan_nb
-    return {"python": sys.version.split()[0], "numpy": np.__version__, "tensorflow": tf.__version__,
-            "keras": keras.__version__, "xgboost": xgboost.__version__, "muon_gan_nb": muon_gan_nb.__version__,
-            "platform": platform.platform(), "machine": platform.machine(),
-            "devices": [device.name for device in tf.config.list_logical_devices()]}
-
-# %% ../nbs/06_training.ipynb #eed769a7
-GENERATION_BLOCK = 10_000  # rows of noise per block, the unit of reproducible seeding
-
-
-class _BlockGenerator:
-    "Scaled muons of a model, block by block, from stateless noise (`MuonGAN.stream_rows`)."
-
-    def __init__(self, model, block: int = GENERATION_BLOCK):
-        self.block, self.model = block, model
-
-    def features(self, start: int, count: int, seed: int) -> np.ndarray:
-        "Scaled features of rows [start, start + count) of the stream seeded by `seed`."
-        first, last = start // self.block, (start + count - 1) // self.block
-        rows = self.model.stream_rows(seed, [(block, self.block) for block in range(first, last + 1)])
-        offset = start - first * self.block
-        return rows[offset:offset + count]
-
-    def pdg(self, start: int, count: int, seed: int, mu_plus_fraction: float) -> np.ndarray:
-        "PDG ids of the same rows: -13 with probability `mu_plus_fraction`, else 13."
-        first, last = start // self.block, (start + count - 1) // self.block
-        uniform = np.concatenate([np.random.default_rng([seed, block, 1]).random(self.block)
-                                  for block in range(first, last + 1)])
-        offset = start - first * self.block
-        return np.where(uniform[offset:offset + count] < mu_plus_fraction, -MUON_PDG, MUON_PDG).astype(np.int32)
-
-
-def _generate_sample(blocks: _BlockGenerator, scaler: MuonScaler, mu_plus_fraction: float, start: int,
-                     count: int, seed: int, source: str, transform: FeatureTransform | None = None) -> MuonSample:
-    "Rows [start, start + count) of the muon stream seeded by `seed`, in cm and GeV/c."
-    rows = blocks.features(start, count, seed)
-    rows_to_sample = getattr(blocks.model, "rows_to_sample", None)
-    if rows_to_sample is None:
-        features = scaler.inverse_transform(rows)
-        if transform is not None:
-            features = transform.inverse(features)
-        return MuonSample(features, blocks.pdg(start, count, seed, mu_plus_fraction),
-                          np.ones(count, np.float32), source=source)
-    # Prompt-aware GAN: its labels set the charges and put prompt muons at x = y = 0 exactly.
-    sample = rows_to_sample(rows, scaler, source)
-    if transform is None:
-        return sample
-    prompt = rows[:, len(FEATURES)] > 0
-    features = transform.inverse(sample.features)
-    features[prompt, FEATURES.index("x")] = 0.0
-    features[prompt, FEATURES.index("y")] = 0.0
-    return MuonSample(features, sample.pdg, sample.weight, source=source)
-
-
-def _derived_seed(*entropy: int) -> int:
-    "A 31-bit seed mixed from several integers, so that related streams do not overlap."
-    return int(np.random.SeedSequence([int(value) for value in entropy]).generate_state(1)[0] >> 1)
+__all__ = ['logger', 'MODELS', 'PROMPT_MODELS', 'STRATEGIES', 'REFRESH_EVERY', 'REFRESH_SIZE', 'IN_MEMORY',
+           'TrainingDivergedError', 'train', 'GENERATION_BLOCK', 'TrainedRun', 'load_run', 'generate_to_file',
+           'generate_shards', 'package_versions']
 
 # %% ../nbs/06_training.ipynb #639ac84b
 @dataclass
@@ -519,109 +447,6 @@ def _build_gan(options: dict, strategy: tf.distribute.Strategy, steps_per_execut
         gan.discriminator_optimizer.build(gan.discriminator.trainable_variables)
     return gan
 
-# %% ../nbs/06_training.ipynb #a01138af
-@dataclass
-class TrainedRun:
-    "A trained GAN with its scaler, options and metrics, as stored in a run folder."
-    model: keras.Model  # the GAN (MuonGAN); `model.generator` makes scaled muons
-    scaler: MuonScaler  # maps the generator's output back to physical (or transformed) units
-    options: dict  # what options.json holds
-    metrics: dict  # what metrics.json holds
-    path: Path  # the run folder
-    transform: FeatureTransform | None = None  # the feature transform the GAN learned in; None: physical features
-    _blocks: _BlockGenerator | None = field(default=None, repr=False)
-
-    def _generator_blocks(self) -> _BlockGenerator:
-        if self._blocks is None:
-            self._blocks = _BlockGenerator(self.model)
-        return self._blocks
-
-    def generate_range(self, start: int,  # first row of the seeded stream
-                       count: int,  # muons to generate
-                       seed: int = 0,  # seed of the stream
-                       ) -> MuonSample:
-        "Rows [start, start + count) of the muon stream seeded by `seed`, in cm and GeV/c."
-        return _generate_sample(self._generator_blocks(), self.scaler, self.options.get("mu_plus_fraction", 0.5),
-                                start, count, seed, f"generated by {self.path} (seed {seed})", self.transform)
-
-    def generate(self, n: int,  # number of muons
-                 seed: int = 0,  # seed of the noise and the charges
-                 ) -> MuonSample:
-        "Generate `n` muons in cm and GeV/c, weights 1; PDG ids from the μ+ fraction, or prompt-aware models' labels."
-        return self.generate_range(0, check_count("n", n), check_count("seed", seed, minimum=0))
-
-    def heldout(self) -> MuonSample:
-        "The run's held-out real muons, split again from its data exactly as training split them."
-        options = self.options
-        fix = "pass real muons explicitly (muon-gan evaluate RUN --data FILE, or evaluate_fidelity in Python)"
-        if _trained_in_memory(options):
-            raise InvalidInputError(f"The run in {self.path} was trained on an in-memory sample, so its held-out "
-                                    f"muons cannot be reloaded: {fix}")
-        try:
-            return _load_run_data({**_EXTRA_DEFAULTS, **options}, None, self.scaler, self.transform).heldout
-        except FileNotFoundError as error:
-            raise InvalidInputError(f"The held-out muons of the run in {self.path} cannot be reloaded from "
-                                    f"{options['data']} ({error}): {fix}") from error
-
-
-def _finish_hint(path: Path,  # folder of an unfinished run
-                 python: bool = True,  # also name the Python call
-                 ) -> str:
-    "How far an unfinished run is saved, and the commands that continue it or end it at its newest checkpoint."
-    checkpoints = list_checkpoints(path / "checkpoints")
-    if not checkpoints:
-        hint = f"the run has no checkpoint yet: `muon-gan train --resume {path}` trains it again from iteration 0"
-    else:
-        iteration = checkpoint_iteration(checkpoints[-1])
-        hint = (f"the run is saved up to its newest checkpoint, iteration {iteration}: continue it with "
-                f"`muon-gan train --resume {path}`, or end it there with "
-                f"`muon-gan train --resume {path} --iterations {iteration}`")
-    return hint + (" (in Python, train(out=..., resume=True, iterations=...))" if python else "")
-
-
-def load_run(path: str | Path,  # run folder written by `train`
-             ) -> TrainedRun:
-    "Read a finished run folder: the GAN (safe mode), scaler, feature transform, options and metrics."
-    import importlib
-    import zipfile
-
-    from muon_gan_nb.models import _LAZY_MODELS, MuonGAN
-    for module in sorted(set(_LAZY_MODELS.values())):  # register GuidedGAN and the prompt-aware GANs
-        importlib.import_module(module)
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"Run folder {path} not found: pass a folder written by train or `muon-gan train`")
-    if not (path / "options.json").is_file():
-        raise FileNotFoundError(f"{path} is not a run folder (it has no options.json): pass a folder written by "
-                                "train or `muon-gan train`")
-    for name, what in (("model.keras", "the trained GAN"), ("scaler.json", "the scaler")):
-        if not (path / name).is_file():
-            raise FileNotFoundError(f"{path / name} not found: the run in {path} is missing {what}, which train "
-                                    f"writes when training ends; {_finish_hint(path)}")
-    try:
-        gan = keras.saving.load_model(path / "model.keras", safe_mode=True, compile=False)
-    except (ValueError, TypeError, KeyError, AttributeError, OSError, zipfile.BadZipFile) as error:
-        raise InvalidInputError(f"{path / 'model.keras'} cannot be loaded as a muon_gan_nb GAN in safe mode "
-                                f"({type(error).__name__}: {error}); train the run again") from error
-    if not isinstance(gan, MuonGAN):
-        raise InvalidInputError(f"{path / 'model.keras'} contains a {type(gan).__name__}, not a muon_gan_nb GAN "
-                                "(VanillaGAN, WGANGP or GuidedGAN): it comes from another architecture")
-    scaler = MuonScaler.load(path / "scaler.json")
-    outputs = gan.generator.output_shape[-1]
-    expected = len(FEATURES) + (2 if hasattr(gan, "rows_to_sample") else 0)  # prompt-aware: two labels more
-    if outputs != expected:
-        raise InvalidInputError(f"{path / 'model.keras'}: the generator of this {type(gan).__name__} makes "
-                                f"{outputs} columns, but {expected} are expected ({', '.join(FEATURES)}"
-                                f"{', prompt label, charge label' if expected > len(FEATURES) else ''})")
-    transform = load_transform(path / "transform.json") if (path / "transform.json").is_file() else None
-    options = _read_json(path / "options.json", "options")
-    if options.get("transform") is not None and transform is None:
-        raise FileNotFoundError(f"{path / 'transform.json'} not found: the run was trained with the "
-                                f"{options['transform']!r} transform and cannot map its muons back to cm and GeV/c "
-                                "without it; train the run again")
-    metrics = _read_json(path / "metrics.json", "metrics") if (path / "metrics.json").is_file() else {}
-    return TrainedRun(gan, scaler, options, metrics, path, transform)
-
 # %% ../nbs/06_training.ipynb #b64fa1d5
 def _extra_options(model: str, stream: bool, transform, transform_options: dict | None, refresh_every: int | None,
                    refresh_size: int | None, drop_invalid: bool) -> dict:
@@ -899,71 +724,3 @@ def _save_plots(last: tuple, folder: Path):
         with atomic_write(folder / f"{name}.png") as temporary:
             figure.savefig(temporary, format="png", dpi=100)
         plt.close(figure)
-
-# %% ../nbs/06_training.ipynb #7e10ae4b
-def generate_to_file(run: TrainedRun,  # a trained run
-                     n: int,  # muons to write
-                     out: str | Path,  # output file: .npy, .root (FairShip), .parquet or .csv
-                     chunk_size: int = 1_000_000,  # muons generated and written at a time
-                     seed: int = 0,  # seed of the noise and the charges
-                     progress: bool = True,  # show a progress bar
-                     ) -> Path:
-    "Generate `n` muons into one file, chunk by chunk; returns the path."
-    n, chunk_size = check_count("n", n), check_count("chunk_size", chunk_size)
-    seed = check_count("seed", seed, minimum=0)
-    out = Path(out)
-    with MuonWriter(out) as writer, tqdm(total=n, unit="muon", unit_scale=True, disable=not progress,
-                                         desc=f"generating {out.name}") as bar:
-        for start in range(0, n, chunk_size):
-            count = min(chunk_size, n - start)
-            writer.write(run.generate_range(start, count, seed))
-            bar.update(count)
-    logger.debug("Wrote %d generated muons to %s (seed %d)", n, out, seed)
-    return out
-
-
-def generate_shards(run: TrainedRun,  # a trained run
-                    n: int,  # muons over all shards
-                    out: str | Path,  # a folder (shards as .npy) or a file name whose extension sets the format
-                    shards: int = 2,  # number of shards
-                    seed: int = 0,  # seed from which each shard's seed is derived
-                    chunk_size: int = 1_000_000,  # muons generated at a time within a shard
-                    only: Sequence[int] | None = None,  # shard indices this process writes; None: all
-                    progress: bool = True,  # show a progress bar per shard
-                    ) -> Path:
-    "Generate `n` muons as `shards` files with distinct seeds, plus a manifest.json; returns the manifest path."
-    n, shards = check_count("n", n), check_count("shards", shards)
-    if shards > n:
-        raise InvalidInputError(f"{shards} shards are more than the {n} muons to generate: use at most {n} shards")
-    out = Path(out)
-    indices = range(shards) if only is None else sorted(set(only))
-    if any(not 0 <= index < shards for index in indices):
-        raise InvalidInputError(f"only={list(only)} names shards outside 0..{shards - 1}")
-    counts = [n // shards + (index < n % shards) for index in range(shards)]
-    seeds = [_derived_seed(seed, index, shards) for index in range(shards)]
-    files, manifest = shard_paths(out, shards)
-    listing = {"total": n, "seed": seed, "shards": [
-        {"index": index, "file": files[index].name, "count": counts[index], "seed": seeds[index]}
-        for index in range(shards)]}
-    if only is not None and manifest.is_file():
-        _check_same_generation(manifest, listing)
-    for index in indices:
-        generate_to_file(run, counts[index], files[index], chunk_size, seeds[index], progress)
-    write_json(manifest, {"run": os.path.abspath(run.path), **listing})
-    return manifest
-
-
-def _check_same_generation(manifest: Path, listing: dict):
-    "Refuse to add shards to a manifest that another part wrote for other numbers of muons, shards or seed."
-    try:
-        existing = json.loads(manifest.read_text())
-        same = all(existing.get(key) == value for key, value in listing.items())
-        described = (f"{existing['total']} muons in {len(existing['shards'])} shards with seed "
-                     f"{existing['seed']}")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
-        same, described = False, "an unreadable listing"
-    if not same:
-        raise InvalidInputError(
-            f"{manifest} belongs to another generation ({described}), not to {listing['total']} muons in "
-            f"{len(listing['shards'])} shards with seed {listing['seed']}: give every part the same number of "
-            "muons, shards and seed (--n, --shards, --seed), or delete the manifest to start a new generation")
