@@ -821,6 +821,16 @@ def main(argv: Sequence[str] | None = None,  # arguments after `muon-gan`; None 
     # swallowed and comes back as an XGBoostError, so Ctrl-C is also recorded by the handler.
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous_handler = signal.signal(signal.SIGINT, _on_interrupt) if in_main_thread else None
+    previous_unraisable = sys.unraisablehook
+
+    def report_unraisable(unraisable):
+        # ctypes prints a KeyboardInterrupt that XGBoost's callback swallowed, with its traceback, through
+        # this hook; the interrupt is reported once, below, so that report is dropped.
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+            previous_unraisable(unraisable)
+
+    if in_main_thread:
+        sys.unraisablehook = report_unraisable
     try:
         return arguments.handler(arguments)
     except BaseException as error:
@@ -842,6 +852,7 @@ def main(argv: Sequence[str] | None = None,  # arguments after `muon-gan`; None 
     finally:
         if in_main_thread:
             signal.signal(signal.SIGINT, previous_handler)
+            sys.unraisablehook = previous_unraisable
 
 # %% ../nbs/07_cli.ipynb #09757359
 #| eval: false

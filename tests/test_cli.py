@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -522,6 +523,27 @@ def test_resume_refuses_fewer_iterations_than_trained(run_copy):
 def test_evaluate_rejects_non_run_folder(tmp_path):
     process = run_cli("evaluate", tmp_path)
     assert_one_line_error(process, "is not a run folder", "muon-gan train")
+
+
+def test_interrupt_swallowed_by_native_callback_reported_once(monkeypatch, capsys):
+    "Ctrl-C inside XGBoost's callback: ctypes reports it through sys.unraisablehook, then XGBoost raises its own error."
+    reported = []
+    monkeypatch.setattr(sys, "unraisablehook", reported.append)
+
+    def handler(arguments):
+        for error in (KeyboardInterrupt(), RuntimeError("another unraisable error")):
+            sys.unraisablehook(SimpleNamespace(exc_type=type(error), exc_value=error, exc_traceback=None,
+                                               err_msg="Exception ignored on calling ctypes callback function",
+                                               object=None))
+        cli._interrupted = True  # what the SIGINT handler records
+        raise RuntimeError("XGBoostError: the data iterator stopped")
+
+    monkeypatch.setattr(cli, "_run_generate", handler)
+    assert cli.main(["generate", "RUN", "--n", "10", "--out", "muons.npy"]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "muon-gan: interrupted"
+    # Only the interrupt is dropped; any other unraisable error still reaches the hook that was there before.
+    assert [type(unraisable.exc_value) for unraisable in reported] == [RuntimeError]
+    assert sys.unraisablehook == reported.append
 
 
 def test_interrupted_train_names_resume(small_data, tmp_path):
