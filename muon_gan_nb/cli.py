@@ -128,28 +128,27 @@ def decay_value(text: str,  # the option's value as typed
     return value
 
 
-def shard_number(text: str,  # the option's value as typed
-                 ) -> int:
-    "Parse a shard's index: a whole number from 0."
+def _whole_number(text: str, what: str, limits: str, below: int | None = None) -> int:
+    "Parse a whole number from 0 (and below `below`, if given); errors name `what` and say its `limits`."
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid shard index {text!r}: expected a whole number such as 0") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"invalid shard index {text!r}: shards are numbered from 0")
+        raise argparse.ArgumentTypeError(f"invalid {what} {text!r}: expected a whole number such as 0") from None
+    if value < 0 or (below is not None and value >= below):
+        raise argparse.ArgumentTypeError(f"invalid {what} {text!r}: {limits}")
     return value
+
+
+def shard_number(text: str,  # the option's value as typed
+                 ) -> int:
+    "Parse a shard's index: a whole number from 0."
+    return _whole_number(text, "shard index", "shards are numbered from 0")
 
 
 def seed_value(text: str,  # the option's value as typed
                ) -> int:
     "Parse a random seed: a whole number from 0 to 2**31 - 1."
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid seed {text!r}: expected a whole number such as 0") from None
-    if not 0 <= value < 2**31:
-        raise argparse.ArgumentTypeError(f"invalid seed {text!r}: must lie between 0 and 2147483647")
-    return value
+    return _whole_number(text, "seed", "must lie between 0 and 2147483647", below=2**31)
 
 # %% ../nbs/07_cli.ipynb #ccbf2331
 class _Parser(argparse.ArgumentParser):
