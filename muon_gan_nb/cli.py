@@ -21,7 +21,7 @@ from typing import Callable, Iterator, Sequence
 
 import muon_gan_nb
 from .data import SUPPORTED_SUFFIXES, InvalidInputError, atomic_write
-from .writers import shard_paths
+from .writers import shard_counts, shard_paths
 
 logger = logging.getLogger(__name__)
 
@@ -680,7 +680,8 @@ def _run_generate(arguments: argparse.Namespace) -> int:
         manifest = generate_shards(run, arguments.n, out, shards=arguments.shards, chunk_size=arguments.chunk_size,
                                    seed=arguments.seed, only=only, progress=progress)
         if only:
-            muons = sum(arguments.n // arguments.shards + (index < arguments.n % arguments.shards) for index in only)
+            counts = shard_counts(arguments.n, arguments.shards)
+            muons = sum(counts[index] for index in only)
             print(f"Wrote shard{'s' if len(only) > 1 else ''} {', '.join(map(str, only))} of {arguments.shards} "
                   f"({muons} of {arguments.n} muons); manifest: {manifest}")
         else:
@@ -750,8 +751,8 @@ def _start_tensorflow():
         return  # a notebook or a test started it, and its messages are already out
     messages: list[str] = []
     try:
-        # TensorFlow prints these lines before its logging starts, so TF_CPP_MIN_LOG_LEVEL cannot hide them;
-        # on a machine without a GPU they include a CUDA error that is no error.
+        # TensorFlow prints these lines before its logging starts, so TF_CPP_MIN_LOG_LEVEL cannot hide them.
+        # On a machine without a GPU they include a CUDA error that is harmless.
         with _native_stderr_captured(messages):
             import tensorflow as tf
             import muon_gan_nb.models  # noqa: F401  sizes TensorFlow's thread pools before it starts
@@ -824,7 +825,7 @@ def main(argv: Sequence[str] | None = None,  # arguments after `muon-gan`; None 
 
     def report_unraisable(unraisable):
         # ctypes prints a KeyboardInterrupt that XGBoost's callback swallowed, with its traceback, through
-        # this hook; the interrupt is reported once, below, so that report is dropped.
+        # this hook. The interrupt is reported once below, so this report is dropped.
         if not isinstance(unraisable.exc_value, KeyboardInterrupt):
             previous_unraisable(unraisable)
 

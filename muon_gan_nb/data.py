@@ -543,7 +543,7 @@ def _load_manifest(path: Path, n: int | None, seed: int, drop_invalid: bool) -> 
 
     listed = sum(count for _, count in shards)
     if not shards or listed != total:
-        raise InvalidInputError(f"{path} is inconsistent: its {len(shards)} shards hold {listed} muons, not its "
+        raise InvalidInputError(f"{path} is inconsistent: its {len(shards)} shards contain {listed} muons, not its "
                                 f"total of {total}; generate the shards again")
     missing = [file.name for file, _ in shards if not file.is_file()]
     if missing:
@@ -558,7 +558,7 @@ def _load_manifest(path: Path, n: int | None, seed: int, drop_invalid: bool) -> 
     found = [len(_open_npy(file)) for file in files] if npy else [len(sample) for sample in samples]
     for (file, count), rows in zip(shards, found):
         if rows != count and not (drop_invalid and rows < count):
-            raise InvalidInputError(f"{file} holds {rows} muons, but {path} lists {count}: the shard is "
+            raise InvalidInputError(f"{file} contains {rows} muons, but {path} lists {count}: the shard is "
                                     "incomplete or from another generation; generate it again")
 
     if npy:
@@ -581,10 +581,10 @@ def load_muons(path: str | Path,  # a file (.npy, .npz, .root, .parquet, .csv), 
         raise InvalidInputError(f"n must be a positive number of muons, got {n}")
     text = str(path)
     manifest = Path(text)
-    if manifest.is_dir():  # a folder of generated shards stands for its manifest
+    if manifest.is_dir():  # a folder of generated shards is read through its manifest
         manifests = sorted(manifest.glob("*manifest.json"))
         if len(manifests) > 1:
-            raise InvalidInputError(f"{manifest} holds {len(manifests)} shard manifests "
+            raise InvalidInputError(f"{manifest} contains {len(manifests)} shard manifests "
                                     f"({', '.join(file.name for file in manifests)}): pass one of them")
         manifest = manifests[0] if manifests else manifest
     if manifest.suffix.lower() == ".json" and not glob.has_magic(text):

@@ -24,7 +24,7 @@ from .data import FEATURES, MUON_PDG, InvalidInputError, MuonSample, check_count
 from .features import FeatureTransform, load_transform
 import muon_gan_nb.models  # noqa: F401  sizes TensorFlow's thread pools before TensorFlow starts
 from .preprocessing import MuonScaler
-from .writers import MuonWriter, shard_paths
+from .writers import MuonWriter, shard_counts, shard_paths
 
 logger = logging.getLogger(__name__)
 
@@ -111,8 +111,8 @@ class TrainedRun:
     "A trained GAN with its scaler, options and metrics, as stored in a run folder."
     model: keras.Model  # the GAN (MuonGAN); `model.generator` makes scaled muons
     scaler: MuonScaler  # maps the generator's output back to physical (or transformed) units
-    options: dict  # what options.json holds
-    metrics: dict  # what metrics.json holds
+    options: dict  # contents of options.json
+    metrics: dict  # contents of metrics.json
     path: Path  # the run folder
     transform: FeatureTransform | None = None  # the feature transform the GAN learned in; None: physical features
     _blocks: _BlockGenerator | None = field(default=None, repr=False)
@@ -249,7 +249,7 @@ def generate_shards(run: TrainedRun,  # a trained run
     indices = range(shards) if only is None else sorted(set(only))
     if any(not 0 <= index < shards for index in indices):
         raise InvalidInputError(f"only={list(only)} names shards outside 0..{shards - 1}")
-    counts = [n // shards + (index < n % shards) for index in range(shards)]
+    counts = shard_counts(n, shards)
     seeds = [_derived_seed(seed, index, shards) for index in range(shards)]
     files, manifest = shard_paths(out, shards)
     listing = {"total": n, "seed": seed, "shards": [
@@ -264,7 +264,7 @@ def generate_shards(run: TrainedRun,  # a trained run
 
 
 def _check_same_generation(manifest: Path, listing: dict):
-    "Refuse to add shards to a manifest that another part wrote for other numbers of muons, shards or seed."
+    "Raise InvalidInputError when the manifest of another part lists other numbers of muons or shards or another seed."
     try:
         existing = json.loads(manifest.read_text())
         same = all(existing.get(key) == value for key, value in listing.items())

@@ -634,12 +634,9 @@ def train(model: str = "vanilla",  # "vanilla", "wgan-gp", "guided", "prompt" or
     seconds = seconds_before + time.perf_counter() - started
 
     if state.failure is not None:
-        _record_progress(metrics, convergence, seconds, state.iteration)
-        last_good = list_checkpoints(out / "checkpoints")
-        metrics["status"] = "failed"
-        metrics["failure"] = {**state.failure, "last_checkpoint": str(last_good[-1]) if last_good else None}
-        write_json(out / "metrics.json", metrics)
-        where = f"the last good checkpoint is {last_good[-1]}" if last_good else "no checkpoint was written before it"
+        last_good = _write_stopped_metrics(out, metrics, convergence, seconds, state.iteration, "failed", "failure",
+                                           state.failure)
+        where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written before it"
         raise TrainingDivergedError(
             f"Training in {out} stopped at iteration {state.failure['iteration']}: non-finite losses "
             f"{state.failure['losses']}; {where}. Train again with a smaller learning_rate (now "
@@ -682,17 +679,27 @@ def _record_stop(out: Path, metrics: dict, convergence: dict, seconds: float, it
     # The command line records Ctrl-C itself, because XGBoost turns a KeyboardInterrupt into an XGBoostError.
     interrupted = isinstance(error, KeyboardInterrupt) or getattr(sys.modules.get("muon_gan_nb.cli"),
                                                                   "_interrupted", False)
-    checkpoints = list_checkpoints(out / "checkpoints")
-    _record_progress(metrics, convergence, seconds, iteration)
-    stop = {"iteration": iteration, "last_checkpoint": str(checkpoints[-1]) if checkpoints else None}
     if interrupted:
-        metrics["status"], metrics["interruption"] = "interrupted", stop
+        status, key, details = "interrupted", "interruption", {"iteration": iteration}
     else:
-        metrics["status"], metrics["failure"] = "failed", {**stop, "error": f"{type(error).__name__}: {error}"}
+        status, key, details = "failed", "failure", {"iteration": iteration,
+                                                     "error": f"{type(error).__name__}: {error}"}
     try:
-        write_json(out / "metrics.json", metrics)
+        _write_stopped_metrics(out, metrics, convergence, seconds, iteration, status, key, details)
     except OSError as write_error:  # the error that stopped training matters more than this one
         logger.warning("run %s: could not write %s: %s", metrics.get("run_id"), out / "metrics.json", write_error)
+
+
+def _write_stopped_metrics(out: Path, metrics: dict, convergence: dict, seconds: float, iteration: int,
+                           status: str, key: str, details: dict) -> Path | None:
+    "Write metrics.json of a run that ended early, with `details` and its newest checkpoint under `key`."
+    checkpoints = list_checkpoints(out / "checkpoints")
+    last_checkpoint = checkpoints[-1] if checkpoints else None
+    _record_progress(metrics, convergence, seconds, iteration)
+    metrics["status"] = status
+    metrics[key] = {**details, "last_checkpoint": str(last_checkpoint) if last_checkpoint else None}
+    write_json(out / "metrics.json", metrics)
+    return last_checkpoint
 
 
 def _record_progress(metrics: dict, convergence: dict, seconds: float, iteration: int):
@@ -700,7 +707,8 @@ def _record_progress(metrics: dict, convergence: dict, seconds: float, iteration
     metrics["seconds"] = seconds
     metrics["iterations_trained"] = iteration
     metrics["seconds_per_10k_iterations"] = seconds / iteration * 10_000 if iteration else None
-    for criterion in convergence.values():  # the run updates them itself, so their own count stays behind
+    # The run calls the criteria's update() itself instead of passing them to fit, so it sets their count.
+    for criterion in convergence.values():
         criterion.iteration = iteration
     metrics["convergence"] = {name: criterion.to_dict() for name, criterion in convergence.items()}
 

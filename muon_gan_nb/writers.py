@@ -21,7 +21,7 @@ from .data import (CM_PER_METRE, FAIRSHIP_BRANCHES, FAIRSHIP_TREE, FEATURES, SHI
 logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['logger', 'MuonWriter', 'write_muons', 'shard_paths']
+__all__ = ['logger', 'MuonWriter', 'write_muons', 'shard_paths', 'shard_counts']
 
 # %% ../nbs/00_writers.ipynb #eb1634a8
 _NPY_HEADER_BYTES = 128  # fixed header size, so the final row count can be written over a placeholder
@@ -207,3 +207,10 @@ def shard_paths(out: str | Path,  # a folder (shards as .npy) or a file name who
         return ([out.with_name(f"{out.stem}-{index:05d}-of-{shards:05d}{out.suffix}") for index in range(shards)],
                 out.parent / f"{out.stem}.manifest.json")
     return [out / f"shard-{index:05d}-of-{shards:05d}.npy" for index in range(shards)], out / "manifest.json"
+
+
+def shard_counts(n: int,  # muons over all shards
+                 shards: int,  # number of shards
+                 ) -> list[int]:
+    "Split `n` muons over `shards` files: the first `n % shards` shards take one muon more."
+    return [n // shards + (index < n % shards) for index in range(shards)]

@@ -329,10 +329,12 @@ def test_generate_shards_split_over_processes(trained_run, tmp_path):
     assert f"Wrote shard 1 of 3 (334 of 1001 muons); manifest: {split / 'muons.manifest.json'}" in process.stdout
     for shard in sorted(whole.glob("muons-*.npy")):
         assert (split / shard.name).read_bytes() == shard.read_bytes(), shard.name
+
     assert json.loads((split / "muons.manifest.json").read_text())["shards"] == \
         json.loads((whole / "muons.manifest.json").read_text())["shards"]
     assert len(load_muons(split / "muons.manifest.json")) == 1001
-    # Writing a shard again needs --force; bad indices are refused before anything is written.
+
+    # Writing a shard again needs --force. Invalid indices are rejected before anything is written.
     again = run_cli("generate", trained_run, *common, "--only", "1", "--out", split / "muons.npy")
     assert_one_line_error(again, "muons-00001-of-00003.npy", "--force")
     assert_one_line_error(run_cli("generate", trained_run, *common, "--only", "3", "--out", tmp_path / "m.npy"),
@@ -342,7 +344,8 @@ def test_generate_shards_split_over_processes(trained_run, tmp_path):
     assert_one_line_error(run_cli("generate", trained_run, "--n", "2", "--shards", "3", "--out", tmp_path / "m.npy"),
                           "--shards 3 is more than --n 2")
     assert not list(tmp_path.glob("m*.npy"))
-    # A part started with another seed (or number of muons or shards) is refused before it writes anything.
+
+    # A part started with another seed (or number of muons or shards) is rejected before it writes anything.
     listing = (split / "muons.manifest.json").read_text()
     for changed in (["--seed", "5"], ["--n", "1002"]):
         options = [*common, "--force", "--only", "1", "--out", split / "muons.npy", *changed]
@@ -353,10 +356,11 @@ def test_generate_shards_split_over_processes(trained_run, tmp_path):
         assert (split / shard.name).read_bytes() == shard.read_bytes(), shard.name
 
 
-def test_tensorflow_start_up_lines_only_with_verbose(trained_run, tmp_path):
+def test_tensorflow_startup_lines_need_verbose(trained_run, tmp_path):
     quiet = run_cli("generate", trained_run, "--n", "10", "--out", tmp_path / "a.npy")
     assert quiet.returncode == 0, quiet.stderr
-    assert "TensorFlow 2." in quiet.stderr and "runs on the CPU" in quiet.stderr
+    assert "TensorFlow 2." in quiet.stderr
+    assert "runs on the CPU" in quiet.stderr
     for line in ("cuInit", "oneDNN", "absl::InitializeLog"):
         assert line not in quiet.stderr, quiet.stderr
     verbose = run_cli("--verbose", "generate", trained_run, "--n", "10", "--out", tmp_path / "b.npy")
@@ -525,7 +529,7 @@ def test_evaluate_rejects_non_run_folder(tmp_path):
     assert_one_line_error(process, "is not a run folder", "muon-gan train")
 
 
-def test_interrupt_swallowed_by_native_callback_reported_once(monkeypatch, capsys):
+def test_swallowed_interrupt_reported_once(monkeypatch, capsys):
     "Ctrl-C inside XGBoost's callback: ctypes reports it through sys.unraisablehook, then XGBoost raises its own error."
     reported = []
     monkeypatch.setattr(sys, "unraisablehook", reported.append)
@@ -578,7 +582,8 @@ def test_interrupted_train_names_resume(small_data, tmp_path):
     assert stopped["interruption"]["last_checkpoint"].endswith(f"iteration-{checkpoint:09d}")
     assert stopped["iteration"][-1] >= checkpoint
     evaluate = run_cli("evaluate", out)
-    assert evaluate.returncode != 0 and f"--iterations {checkpoint}`" in evaluate.stderr, evaluate.stderr
+    assert evaluate.returncode != 0
+    assert f"--iterations {checkpoint}`" in evaluate.stderr, evaluate.stderr
     # Resumed at its newest checkpoint, the run has nothing to train but still gets its final evaluation and plots.
     at_checkpoint = run_cli("train", "--resume", out, "--iterations", str(checkpoint))
     assert at_checkpoint.returncode == 0, at_checkpoint.stderr

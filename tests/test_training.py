@@ -264,12 +264,12 @@ def test_shards_and_manifest(reference_run, tmp_path):
     assert parquet.name == "muons.manifest.json"
     assert len(load_muons(parquet)) == 1_001
     assert Path(json.loads(parquet.read_text())["run"]).is_absolute()
-    # A part of another generation (here another seed) is refused before it writes its shard.
+    # A part of another generation (here another seed) is rejected before it writes its shard.
     before = parquet.read_text()
     with pytest.raises(InvalidInputError, match="belongs to another generation"):
         generate_shards(reference_run, 1_001, tmp_path / "muons.parquet", shards=3, seed=5, only=[1], progress=False)
     assert parquet.read_text() == before
-    assert len(load_muons(tmp_path)) == 1_001  # the folder stands for the one manifest in it
+    assert len(load_muons(tmp_path)) == 1_001  # the folder is read through its one manifest
 
 
 def test_load_run_errors(reference_run, tmp_path):
