@@ -12,7 +12,8 @@ import pytest
 
 from muon_gan_nb.batches import sample_batches
 from muon_gan_nb.checkpoints import list_checkpoints
-from muon_gan_nb.dashboard import SampleExplorer, TrainingMonitor
+from muon_gan_nb.dashboard import TrainingMonitor
+from muon_gan_nb.explorer import SampleExplorer
 from muon_gan_nb.data import FEATURES, MUON_PDG, MuonSample
 from muon_gan_nb.models import make_gan
 from muon_gan_nb.preprocessing import MuonScaler
