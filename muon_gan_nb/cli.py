@@ -9,6 +9,7 @@ import argparse
 import errno
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import muon_gan_nb
-from .data import SUPPORTED_SUFFIXES, InvalidInputError, atomic_write
+from .data import MIN_EVALUATION_MUONS, SUPPORTED_SUFFIXES, InvalidInputError, atomic_write
 from .writers import shard_counts, shard_paths
 
 logger = logging.getLogger(__name__)
@@ -29,8 +30,8 @@ logger = logging.getLogger(__name__)
 __all__ = ['logger', 'DEFAULT_ITERATIONS', 'DEFAULT_BATCH_SIZE', 'DEFAULT_EVAL_EVERY', 'DEFAULT_EVAL_SIZE',
            'DEFAULT_CHECKPOINT_EVERY', 'DEFAULT_CHUNK_SIZE', 'DEFAULT_SAMPLE_SIZE', 'MODELS', 'GUIDANCE_MODES',
            'STRATEGIES', 'GENERATE_FORMATS', 'PROMPT_MODELS', 'TRANSFORM_NAMES', 'COMMANDS', 'UsageError',
-           'error_message', 'positive_count', 'non_negative_number', 'decay_value', 'shard_number', 'seed_value',
-           'build_parser', 'main']
+           'error_message', 'positive_count', 'evaluation_count', 'transform_option', 'non_negative_number',
+           'decay_value', 'shard_number', 'seed_value', 'build_parser', 'main']
 
 # %% ../nbs/07_cli.ipynb #c69d8627
 # 10,000 iterations of the vanilla GAN on the bundled sample, with an evaluation every 250, took 84 s on
@@ -104,6 +105,36 @@ def positive_count(text: str,  # the option's value as typed
     if value <= 0:
         raise argparse.ArgumentTypeError(f"invalid value {text!r}: must be greater than zero, such as 1000")
     return value
+
+
+def evaluation_count(text: str,  # the option's value as typed
+                     ) -> int:
+    "Parse the muons of each class in an evaluation: a count of at least MIN_EVALUATION_MUONS."
+    value = positive_count(text)
+    if value < MIN_EVALUATION_MUONS:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: the classifier test needs at least "
+                                         f"{MIN_EVALUATION_MUONS} muons of each class, such as 100000")
+    return value
+
+
+def transform_option(text: str,  # the option's value as typed, NAME=VALUE
+                     ) -> tuple[str, object]:
+    "Parse one constructor option of a feature transform: NAME=VALUE, VALUE a number, a word or none."
+    name, equals, value = text.partition("=")
+    if not equals or not name.isidentifier() or not value:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected NAME=VALUE, such as bandwidth=0.05 "
+                                         "or sigma=2")
+    if value.lower() == "none":
+        return name, None
+    for kind in (int, float):
+        try:
+            number = kind(value)
+        except ValueError:
+            continue
+        if kind is float and not math.isfinite(number):
+            raise argparse.ArgumentTypeError(f"invalid value {text!r}: {value} is not a finite number")
+        return name, number
+    return name, value
 
 
 def non_negative_number(text: str,  # the option's value as typed
@@ -194,11 +225,12 @@ def _add_train_command(commands, parents: list[argparse.ArgumentParser]):
         description="Train a GAN on muons, evaluate it every --eval-every iterations with an XGBoost "
                     "real-vs-generated classifier on held-out muons, and write the run folder: model, "
                     "scaler, metrics, plots and checkpoints.")
-    command.add_argument("--model", choices=MODELS + PROMPT_MODELS, default="vanilla",
+    # --model has no parser default, so that `--resume RUN --model vanilla` is seen as an option beside --resume.
+    command.add_argument("--model", choices=MODELS + PROMPT_MODELS, default=None,
                          help="GAN to train: vanilla (binary cross-entropy), wgan-gp (Wasserstein with "
                               "gradient penalty), guided (importance-score guidance), or prompt and "
                               "prompt-wgan-gp (vanilla and WGAN-GP that also learn the prompt label, with "
-                              "prompt muons at x = y = 0 exactly)")
+                              "prompt muons at x = y = 0 exactly) (default: vanilla)")
     command.add_argument("--guidance", choices=GUIDANCE_MODES, default=None,
                          help="guidance mode of --model guided: classifier importances steer the noise or the "
                               "discriminator's view of the features, or its confidence weights the muons "
@@ -219,6 +251,11 @@ def _add_train_command(commands, parents: list[argparse.ArgumentParser]):
     command.add_argument("--transform", choices=TRANSFORM_NAMES, default=None, metavar="NAME",
                          help=f"feature transform the GAN learns in, one of {', '.join(TRANSFORM_NAMES)}; "
                               "generated muons are mapped back to cm and GeV/c (default: none)")
+    command.add_argument("--transform-option", type=transform_option, action="append", default=None,
+                         metavar="NAME=VALUE",
+                         help="constructor option of --transform, repeatable: bandwidth=0.05 (kde, in cm), "
+                              "sigma=2 (gaussian-filter, in rows), scale=1.5 (widening, in cm), knots=500 "
+                              "(quantile); kde's seed defaults to --seed")
     command.add_argument("--iterations", type=positive_count, default=None, metavar="N",
                          help="training iterations (generator updates); with --resume, the new total "
                               f"(default: {DEFAULT_ITERATIONS}, or the run's own total with --resume)")
@@ -242,7 +279,7 @@ def _add_train_command(commands, parents: list[argparse.ArgumentParser]):
                          help="run folder to write (default: runs/MODEL-YYYYmmdd-HHMMSS)")
     command.add_argument("--eval-every", type=positive_count, default=DEFAULT_EVAL_EVERY, metavar="N",
                          help="iterations between two evaluations of the held-out AUC")
-    command.add_argument("--eval-size", type=positive_count, default=DEFAULT_EVAL_SIZE, metavar="N",
+    command.add_argument("--eval-size", type=evaluation_count, default=DEFAULT_EVAL_SIZE, metavar="N",
                          help="real and generated muons each in one evaluation (capped at the held-out size)")
     command.add_argument("--checkpoint-every", type=positive_count, default=DEFAULT_CHECKPOINT_EVERY,
                          metavar="N", help="iterations between two checkpoints")
@@ -274,7 +311,7 @@ def _add_evaluate_command(commands, parents: list[argparse.ArgumentParser]):
     command.add_argument("--drop-invalid", action="store_true",
                          help="drop (and count) muons of --data whose PDG id is not ±13 or whose momentum "
                               "is zero, instead of rejecting the file")
-    command.add_argument("--n", type=positive_count, default=DEFAULT_EVAL_SIZE, metavar="N",
+    command.add_argument("--n", type=evaluation_count, default=DEFAULT_EVAL_SIZE, metavar="N",
                          help="real and generated muons each in the comparison, at most the number of real "
                               "muons available")
     command.add_argument("--seed", type=seed_value, default=0,
@@ -366,10 +403,10 @@ def _add_study_command(commands, parents: list[argparse.ArgumentParser]):
                               "prompt-aware runs (default: vanilla in --quick, both in --full)")
     command.add_argument("--iterations", type=positive_count, default=None, metavar="N",
                          help="training iterations of every run (default: 500 in --quick, 20000 in --full)")
-    command.add_argument("--eval-size", type=positive_count, default=None, metavar="N",
+    command.add_argument("--eval-size", type=evaluation_count, default=None, metavar="N",
                          help="held-out muons of each class per final evaluation (default: 20000 in --quick, "
                               "100000 in --full, capped at the held-out muons)")
-    command.add_argument("--monitor-size", type=positive_count, default=None, metavar="N",
+    command.add_argument("--monitor-size", type=evaluation_count, default=None, metavar="N",
                          help="muons per evaluation during training (default: 5000 in --quick, 20000 in --full)")
     command.add_argument("--eval-every", type=positive_count, default=None, metavar="N",
                          help="iterations between evaluations during training (default: 50 in --quick, "
@@ -478,7 +515,8 @@ def _train_options(arguments: argparse.Namespace) -> dict:
               ("--refresh-size", "refresh_size"))
              if getattr(arguments, name) is not None}
     if given and arguments.model != "guided":
-        raise UsageError(f"{', '.join(given)} applies only to --model guided, not --model {arguments.model}: "
+        model = arguments.model or "vanilla"
+        raise UsageError(f"{', '.join(given)} applies only to --model guided, not --model {model}: "
                          "add --model guided or drop the option")
     return {names[option]: value for option, value in given.items()}
 
@@ -521,12 +559,17 @@ def _train_arguments(arguments: argparse.Namespace) -> dict:
     "The keyword arguments of `training.train` for a new run."
     if arguments.data is None and arguments.stream:
         raise UsageError("--stream needs --data with SHiP .npy files, such as --data 'SPLIT_*.npy'")
-    return dict(model=arguments.model, data=arguments.data, sample_size=arguments.sample_size,
+    if arguments.transform_option and arguments.transform is None:
+        raise UsageError("--transform-option sets an option of --transform: add --transform NAME, such as "
+                         "--transform kde")
+    transform_options = dict(arguments.transform_option or [])
+    return dict(model=arguments.model or "vanilla", data=arguments.data, sample_size=arguments.sample_size,
                 iterations=arguments.iterations or DEFAULT_ITERATIONS, batch_size=arguments.batch_size,
                 seed=arguments.seed, eval_every=arguments.eval_every, eval_size=arguments.eval_size,
                 checkpoint_every=arguments.checkpoint_every, weighted=arguments.weighted,
                 strategy=None if arguments.strategy == "none" else arguments.strategy, stream=arguments.stream,
                 transform=arguments.transform, drop_invalid=arguments.drop_invalid, **_train_options(arguments),
+                **({"transform_options": transform_options} if transform_options else {}),
                 **({} if arguments.ema_decay is None else {"ema_decay": arguments.ema_decay}))
 
 
@@ -574,7 +617,7 @@ def _run_train(arguments: argparse.Namespace) -> int:
     if resume and (given := _options_given_with_resume(arguments)):
         raise UsageError(f"--resume continues {arguments.out} with the options it was trained with, and only "
                          f"--iterations may change; drop {', '.join(given)}, or train a new run with another --out")
-    out = Path(arguments.out or f"runs/{arguments.model}-{datetime.now():%Y%m%d-%H%M%S}")
+    out = Path(arguments.out or f"runs/{arguments.model or 'vanilla'}-{datetime.now():%Y%m%d-%H%M%S}")
     arguments.out = str(out)  # the message of an interrupted run names this folder
     _check_run_folder(out, arguments.force, resume)
     if resume:
@@ -598,9 +641,9 @@ def _run_train(arguments: argparse.Namespace) -> int:
 
 
 def _load_run_checked(path: str):
-    "Load a saved run with `load_run`, after checking the folder exists."
+    "Load a saved run with `load_run`, after checking, before TensorFlow starts, that the path exists."
     folder = Path(path)
-    if not folder.is_dir():
+    if not folder.exists():
         raise FileNotFoundError(errno.ENOENT, "run folder not found", str(folder))
     _start_tensorflow()
     from muon_gan_nb.runs import load_run
@@ -856,5 +899,7 @@ def main(argv: Sequence[str] | None = None,  # arguments after `muon-gan`; None 
 
 # %% ../nbs/07_cli.ipynb #09757359
 #| eval: false
-if __name__ == "__main__":
+# A Jupyter kernel runs this cell with __name__ "__main__" too, but defines no __file__ there, so the notebook
+# does not start the command line on the kernel's own arguments.
+if __name__ == "__main__" and "__file__" in globals():
     sys.exit(main())

@@ -21,8 +21,10 @@ from matplotlib.ticker import LogFormatter, NullLocator
 
 from . import evaluation
 from .convergence import auc_plateau_iteration, loss_stability_iteration
-from .data import FEATURE_UNITS, FEATURES, MUON_PDG, InvalidInputError, MuonSample, check_count
+from .data import FEATURE_UNITS, FEATURES, MIN_EVALUATION_MUONS, MUON_PDG, InvalidInputError, MuonSample, check_count
+from .features import FeatureTransform, load_transform
 from .preprocessing import MuonScaler
+from .runs import rows_to_muons
 
 logger = logging.getLogger(__name__)
 
@@ -181,31 +183,34 @@ def _check_features(features: Sequence[str]) -> tuple[str, ...]:
 class _MonitorChecks:
     "The numbers behind the monitor: generation, histograms, the quick classifier test, convergence."
 
-    def _find_scaler(self) -> MuonScaler:
-        "The scaler that maps the generator's output to cm and GeV/c."
-        if self.scaler is not None:
-            return self.scaler
-        if getattr(self.model, "scaler", None) is not None:
-            return self.model.scaler
-        if self.run_folder is not None and (self.run_folder / "scaler.json").is_file():
-            return MuonScaler.load(self.run_folder / "scaler.json")
-        logger.warning("monitor: no training scaler given; fitting one to the %d real muons, whose range can "
-                       "differ slightly from the training scaler's (pass scaler= or run_folder=)", len(self.real))
-        self.scaler = MuonScaler().fit(self.real.features)
-        return self.scaler
+    def _find_conversion(self) -> tuple[MuonScaler, FeatureTransform | None]:
+        "Find the scaler and feature transform that map the generator's output to cm and GeV/c (see the class notes)."
+        folder = self.run_folder if self.run_folder is not None else self._train_folder
+        transform = self.transform
+        if transform is None and folder is not None and (folder / "transform.json").is_file():
+            transform = load_transform(folder / "transform.json")
+        scaler = self.scaler if self.scaler is not None else getattr(self.model, "scaler", None)
+        if scaler is None and folder is not None and (folder / "scaler.json").is_file():
+            scaler = MuonScaler.load(folder / "scaler.json")
+        if scaler is None:
+            logger.warning("monitor: no training scaler given; fitting one to the %d real muons, whose range can "
+                           "differ slightly from the training scaler's (pass scaler= or run_folder=)", len(self.real))
+            features = self.real.features if transform is None else transform.forward(self.real.features)
+            scaler = MuonScaler().fit(features)
+        return scaler, transform
 
     def generate(self) -> MuonSample:
         "Generate the monitor's `sample_size` muons from the current model, in cm and GeV/c, with its fixed seed."
         if self.model is None:
             raise InvalidInputError("The monitor has no model yet: pass it to fit (callbacks=[monitor]) first")
-        if self._active_scaler is None:
-            self._active_scaler = self._find_scaler()
-        scaled = self.model.generate_scaled(self.sample_size, seed=self.seed)
-        features = self._active_scaler.inverse_transform(scaled)
+        if self._conversion is None:
+            self._conversion = self._find_conversion()
+        scaler, transform = self._conversion
+        rows = self.model.generate_scaled(self.sample_size, seed=self.seed)
+        # PDG ids for a GAN without a charge label. A prompt-aware GAN takes them from its charge label instead.
         charges = np.random.default_rng(self.seed).random(self.sample_size) < self._mu_plus_fraction
         pdg = np.where(charges, -MUON_PDG, MUON_PDG).astype(np.int32)
-        return MuonSample(features, pdg, np.ones(self.sample_size, np.float32),
-                          source=f"monitor, iteration {self.iteration}")
+        return rows_to_muons(self.model, rows, scaler, transform, pdg, f"monitor, iteration {self.iteration}")
 
     def refresh(self) -> bool:
         "Generate muons, update histograms, classifier test and convergence state, then redraw and log."
@@ -236,7 +241,12 @@ class _MonitorChecks:
             logger.error("monitor iteration %d: %s; the generator may have diverged", self.iteration, message)
             self.status = f"iteration {self.iteration}: {message}"
         self.refresh_count += 1
-        self.checks.append(check)
+        if self.checks and self.checks[-1]["iteration"] == self.iteration:
+            # A second refresh of the same model (Refresh after training ended) replaces its check, because
+            # the convergence rules need one check per iteration, in increasing order.
+            self.checks[-1] = check
+        else:
+            self.checks.append(check)
         self._next_refresh = self.iteration + self.every
         if self.widget is not None:
             self._render_all()
@@ -394,8 +404,9 @@ class TrainingMonitor(_MonitorChecks, _MonitorPanel, keras.callbacks.Callback):
                  features: Sequence[str] = FEATURES,  # features whose histograms are shown
                  log_scale: bool = True,  # logarithmic y axis for the histograms
                  convergence: Sequence[keras.callbacks.Callback] = (),  # LossStability / AUCPlateau to read
-                 scaler: MuonScaler | None = None,  # training scaler; None: model.scaler, run_folder, or fitted
-                 run_folder: str | Path | None = None,  # run folder whose scaler.json to use
+                 scaler: MuonScaler | None = None,  # training scaler; None: model.scaler, run folder, or fitted
+                 transform: FeatureTransform | None = None,  # the run's fitted feature transform; None: run folder
+                 run_folder: str | Path | None = None,  # run folder whose scaler.json and transform.json to use
                  max_overhead: float | None = 0.05,  # postpone refreshes above this fraction of time; None: never
                  start_iteration: int = 0,  # iterations trained before this fit, when resuming
                  seed: int = 0,  # seed of the generated muons and of the classifier
@@ -411,16 +422,21 @@ class TrainingMonitor(_MonitorChecks, _MonitorPanel, keras.callbacks.Callback):
         self.every = check_count("every", every)
         self.sample_size = check_count("sample_size", sample_size)
         self.evaluation_size = check_count("evaluation_size", evaluation_size)
-        if self.evaluation_size < 20:
+        if self.evaluation_size < MIN_EVALUATION_MUONS:
             raise InvalidInputError(f"evaluation_size={evaluation_size} is too small: the classifier test "
-                                    "needs at least 20 muons of each kind")
+                                    f"needs at least {MIN_EVALUATION_MUONS} muons of each kind")
         if max_overhead is not None and not 0 < max_overhead <= 1:
             raise InvalidInputError(f"max_overhead={max_overhead!r} is invalid: give a fraction in (0, 1], "
                                     "or None to refresh on schedule whatever it costs")
         self.features = _check_features(features)
         self.log_scale, self.max_overhead, self.seed = bool(log_scale), max_overhead, int(seed)
         self.convergence_callbacks = list(convergence)
-        self.scaler, self.run_folder = scaler, None if run_folder is None else Path(run_folder)
+        if transform is not None and not isinstance(transform, FeatureTransform):
+            raise InvalidInputError(f"transform must be a fitted FeatureTransform, got {transform!r}: pass the "
+                                    "run's (TrainedRun.transform, or load_transform on its transform.json), or "
+                                    "None to read it from the run folder")
+        self.scaler, self.transform = scaler, transform
+        self.run_folder = None if run_folder is None else Path(run_folder)
         check_count("start_iteration", start_iteration, minimum=0)
         self.start_iteration = int(start_iteration)
         self.real = real
@@ -458,7 +474,9 @@ class TrainingMonitor(_MonitorChecks, _MonitorPanel, keras.callbacks.Callback):
         self._started: float | None = None
         self._next_refresh = self.start_iteration + self.every
         self._epoch, self._steps_per_epoch = 0, None
-        self._active_scaler: MuonScaler | None = None
+        # the scaler and transform of the current fit, found when it starts
+        self._conversion: tuple[MuonScaler, FeatureTransform | None] | None = None
+        self._train_folder: Path | None = None  # the folder training.train writes, set by set_run_folder
         self._lock = threading.Lock()  # guards the loss lists, read by a drawing thread
         self._refresh_lock = threading.Lock()  # one refresh at a time
         self.widget = None
@@ -495,13 +513,19 @@ class TrainingMonitor(_MonitorChecks, _MonitorPanel, keras.callbacks.Callback):
         self.log_scale = bool(log_scale)
         self._render("histograms")
 
+    def set_run_folder(self, folder: str | Path):
+        "Use `folder`, the run folder `training.train` writes, unless run_folder= was given. `train` calls this first."
+        self._train_folder = Path(folder)
+
     def on_train_begin(self, logs=None):
         if not hasattr(self.model, "generate_scaled"):
-            raise InvalidInputError(f"TrainingMonitor watches muon_gan_nb GANs (VanillaGAN, WGANGP, GuidedGAN), "
-                                    f"got a {type(self.model).__name__} without generate_scaled")
+            raise InvalidInputError(f"TrainingMonitor watches muon_gan_nb GANs (VanillaGAN, WGANGP, GuidedGAN, the "
+                                    f"prompt-aware GANs), got a {type(self.model).__name__} without generate_scaled")
         self._steps_per_epoch = (self.params or {}).get("steps")
         self._started, self.refresh_seconds, self.callback_seconds = time.perf_counter(), 0.0, 0.0
-        self._active_scaler = self._find_scaler()
+        self._conversion = self._find_conversion()
+        # Forget the folder: the next train call sets it again, and a later plain fit must not read this run's files.
+        self._train_folder = None
         if self.stop_requested:  # a click that came before training started
             self.model.stop_training = True
         self._set_status("training")

@@ -25,17 +25,20 @@ import uproot
 logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['logger', 'FEATURES', 'FEATURE_UNITS', 'SHIP_COLUMNS', 'MUON_PDG', 'ORIGINS', 'SUPPORTED_SUFFIXES', 'FAIRSHIP_TREE',
-           'FAIRSHIP_BRANCHES', 'FAIRSHIP_REQUIRED', 'TABLE_REQUIRED', 'TABLE_DEFAULTS', 'CM_PER_METRE',
-           'DEFAULT_SAMPLE', 'MuonSample', 'InvalidInputError', 'check_count', 'atomic_write', 'json_safe',
-           'write_json', 'usable_cores', 'iter_muon_chunks', 'load_muons', 'load_default_sample',
-           'default_sample_settings']
+__all__ = ['logger', 'FEATURES', 'FEATURE_UNITS', 'SHIP_COLUMNS', 'MUON_PDG', 'MIN_EVALUATION_MUONS', 'ORIGINS',
+           'SUPPORTED_SUFFIXES', 'FAIRSHIP_TREE', 'FAIRSHIP_BRANCHES', 'FAIRSHIP_REQUIRED', 'TABLE_REQUIRED',
+           'TABLE_DEFAULTS', 'CM_PER_METRE', 'DEFAULT_SAMPLE', 'MuonSample', 'InvalidInputError', 'check_count',
+           'atomic_write', 'json_safe', 'write_json', 'usable_cores', 'iter_muon_chunks', 'load_muons',
+           'load_default_sample', 'default_sample_settings']
 
 # %% ../nbs/00_data.ipynb #5ea14c1a
 FEATURES = ("x", "y", "z", "px", "py", "pz")  # the six features every model learns, in this order
 FEATURE_UNITS = {"x": "cm", "y": "cm", "z": "cm", "px": "GeV/c", "py": "GeV/c", "pz": "GeV/c"}
 SHIP_COLUMNS = ("weight", "pdg", "x", "y", "z", "px", "py", "pz")  # column order of SHiP's .npy files
 MUON_PDG = 13  # PDG id of the negative muon; the positive muon is -13
+# Minimum number of muons of each class (real, generated) in an XGBoost classifier test. The test trains on
+# half of them and scores the other half, so with fewer the AUC would mean nothing.
+MIN_EVALUATION_MUONS = 20
 ORIGINS = ("unknown", "pion", "kaon", "light_meson", "charm")  # codes stored in MuonSample.origin
 
 # %% ../nbs/00_data.ipynb #a2ae0a47

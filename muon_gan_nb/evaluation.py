@@ -20,7 +20,8 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from sklearn.metrics import auc as curve_area, roc_curve
 
-from .data import FEATURE_UNITS, FEATURES, MUON_PDG, InvalidInputError, MuonSample, json_safe, usable_cores
+from .data import (FEATURE_UNITS, FEATURES, MIN_EVALUATION_MUONS, MUON_PDG, InvalidInputError, MuonSample,
+                              json_safe, usable_cores)
 
 logger = logging.getLogger(__name__)
 
@@ -321,8 +322,9 @@ def _check_sample(sample, name: str) -> MuonSample:
     if not isinstance(sample, MuonSample):
         raise InvalidInputError(f"{name} must be a MuonSample, got {type(sample).__name__}: "
                                 "load files with muon_gan_nb.data.load_muons")
-    if len(sample) < 20:
-        raise InvalidInputError(f"{name} has {len(sample)} muons: the evaluation needs at least 20")
+    if len(sample) < MIN_EVALUATION_MUONS:
+        raise InvalidInputError(f"{name} has {len(sample)} muons: the evaluation needs at least "
+                                f"{MIN_EVALUATION_MUONS}")
     _check_feature_array(sample.features, name)
     return sample
 
@@ -370,8 +372,8 @@ def evaluate_fidelity(real: MuonSample,  # held-out real muons, never trained on
         _check_sample(reference, "reference")
     columns = _feature_columns(features)
     names = [FEATURES[column] for column in columns]
-    if n < 20:
-        raise InvalidInputError(f"n={n} is too small: use at least 20 muons of each class")
+    if n < MIN_EVALUATION_MUONS:
+        raise InvalidInputError(f"n={n} is too small: use at least {MIN_EVALUATION_MUONS} muons of each class")
     if not isinstance(floor, bool) and not (isinstance(floor, (int, float, np.floating)) and 0 <= floor <= 1):
         raise InvalidInputError(f"floor={floor!r} is invalid: pass True to measure the real-versus-real floor, "
                                 "False to skip it, or a floor AUC between 0 and 1 measured before")

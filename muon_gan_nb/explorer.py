@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 
 from . import evaluation
 from .dashboard import _axis_label, _drop_minor_ticks, _figure_png, _histogram_edges, _use_widgets
-from .data import FEATURES, InvalidInputError, MuonSample, check_count
+from .data import FEATURES, MIN_EVALUATION_MUONS, InvalidInputError, MuonSample, check_count
 
 logger = logging.getLogger(__name__)
 
@@ -235,10 +235,10 @@ class SampleExplorer(_ExplorerPanel):
         real = chosen.pop("real")
         reports = {}
         for name, generated in chosen.items():
-            if len(real) < 20 or len(generated) < 20:
+            if min(len(real), len(generated)) < MIN_EVALUATION_MUONS:
                 raise InvalidInputError(
                     f"The {self.selection} selection leaves {len(real)} real muons and {len(generated)} of "
-                    f"{name}; the evaluation needs 20 of each. Choose another selection or, for generated "
+                    f"{name}; the evaluation needs {MIN_EVALUATION_MUONS} of each. Choose another selection or, for generated "
                     "prompt muons, a prompt_tolerance above 0 cm")
             reports[name] = evaluation.evaluate_fidelity(real, generated, n=self.sample_size, seed=self.seed,
                                                          bootstrap=0, distances=False)

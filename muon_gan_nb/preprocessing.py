@@ -96,15 +96,23 @@ class MuonScaler:
         array = _as_feature_array(features, "fit")
         if len(array) == 0:
             raise InvalidInputError("MuonScaler.fit got an empty array (0 muons): pass the training sample's features")
-        low = array.min(axis=0).astype(np.float64)
-        high = array.max(axis=0).astype(np.float64)
+        return self.fit_range(array.min(axis=0), array.max(axis=0), len(array))
+
+    def fit_range(self,
+                  low,  # (6,) smallest value of each feature over the training muons, cm and GeV/c
+                  high,  # (6,) largest value of each feature
+                  muons: int,  # number of muons the ranges cover, for the log
+                  ) -> MuonScaler:
+        "Set each feature's range from known minima and maxima, as `fit` would from the muons; returns self."
+        low = _as_feature_array(np.reshape(low, (1, -1)), "fit_range")[0].astype(np.float64)
+        high = _as_feature_array(np.reshape(high, (1, -1)), "fit_range")[0].astype(np.float64)
         if self.symmetric:
             for group in _SYMMETRIC_GROUPS:
                 columns = [FEATURES.index(name) for name in group]
                 half_width = max(max(abs(low[c]), abs(high[c])) for c in columns)
                 low[columns], high[columns] = -half_width, half_width
         self._set_range(low, high)
-        logger.info("Fitted MuonScaler on %d muons: min %s, max %s", len(array), low.tolist(), high.tolist())
+        logger.info("Fitted MuonScaler on %d muons: min %s, max %s", muons, low.tolist(), high.tolist())
         return self
 
     def transform(self,

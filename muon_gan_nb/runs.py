@@ -29,7 +29,8 @@ from .writers import MuonWriter, shard_counts, shard_paths
 logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['logger', 'GENERATION_BLOCK', 'package_versions', 'TrainedRun', 'load_run', 'generate_to_file', 'generate_shards']
+__all__ = ['logger', 'GENERATION_BLOCK', 'package_versions', 'rows_to_muons', 'TrainedRun', 'load_run', 'generate_to_file',
+           'generate_shards']
 
 # %% ../nbs/06_training_runs.ipynb #760c4835
 def _read_json(path: Path, what: str) -> dict:
@@ -79,26 +80,36 @@ class _BlockGenerator:
         return np.where(uniform[offset:offset + count] < mu_plus_fraction, -MUON_PDG, MUON_PDG).astype(np.int32)
 
 
-def _generate_sample(blocks: _BlockGenerator, scaler: MuonScaler, mu_plus_fraction: float, start: int,
-                     count: int, seed: int, source: str, transform: FeatureTransform | None = None) -> MuonSample:
-    "Rows [start, start + count) of the muon stream seeded by `seed`, in cm and GeV/c."
-    rows = blocks.features(start, count, seed)
-    rows_to_sample = getattr(blocks.model, "rows_to_sample", None)
+def rows_to_muons(model,  # the GAN whose generator made `rows` (a MuonGAN)
+                  rows: np.ndarray,  # (N, 6) generator output in scaled units; (N, 8) for prompt-aware GANs
+                  scaler: MuonScaler,  # the run's scaler
+                  transform: FeatureTransform | None,  # the run's feature transform; None: physical features
+                  pdg: np.ndarray,  # (N,) PDG ids for a GAN without a charge label (prompt-aware GANs ignore it)
+                  source: str,  # description stored in the sample
+                  ) -> MuonSample:
+    "Generator rows as muons in cm and GeV/c, weights 1: the scaler's inverse, then the transform's inverse."
+    rows_to_sample = getattr(model, "rows_to_sample", None)
     if rows_to_sample is None:
         features = scaler.inverse_transform(rows)
         if transform is not None:
             features = transform.inverse(features)
-        return MuonSample(features, blocks.pdg(start, count, seed, mu_plus_fraction),
-                          np.ones(count, np.float32), source=source)
+        return MuonSample(features, pdg, np.ones(len(rows), np.float32), source=source)
     # Prompt-aware GAN: its labels set the charges and put prompt muons at x = y = 0 exactly.
     sample = rows_to_sample(rows, scaler, source)
     if transform is None:
         return sample
     prompt = rows[:, len(FEATURES)] > 0
     features = transform.inverse(sample.features)
-    features[prompt, FEATURES.index("x")] = 0.0
+    features[prompt, FEATURES.index("x")] = 0.0  # exact zeros in cm, whatever the inverse's rounding
     features[prompt, FEATURES.index("y")] = 0.0
     return MuonSample(features, sample.pdg, sample.weight, source=source)
+
+
+def _generate_sample(blocks: _BlockGenerator, scaler: MuonScaler, mu_plus_fraction: float, start: int,
+                     count: int, seed: int, source: str, transform: FeatureTransform | None = None) -> MuonSample:
+    "Rows [start, start + count) of the muon stream seeded by `seed`, in cm and GeV/c."
+    return rows_to_muons(blocks.model, blocks.features(start, count, seed), scaler, transform,
+                         blocks.pdg(start, count, seed, mu_plus_fraction), source)
 
 
 def _derived_seed(*entropy: int) -> int:
@@ -177,6 +188,9 @@ def load_run(path: str | Path,  # run folder written by `train`
     for module in sorted(set(_LAZY_MODELS.values())):  # register GuidedGAN and the prompt-aware GANs
         importlib.import_module(module)
     path = Path(path)
+    if path.is_file():
+        raise InvalidInputError(f"{path} is a file, not a run folder: pass the folder that contains it, "
+                                f"{path.parent}, or another folder written by train or `muon-gan train`")
     if not path.is_dir():
         raise FileNotFoundError(f"Run folder {path} not found: pass a folder written by train or `muon-gan train`")
     if not (path / "options.json").is_file():

@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from .data import (FEATURES, InvalidInputError, MuonSample, atomic_write, json_safe, load_default_sample,
+from .data import (FEATURES, MIN_EVALUATION_MUONS, InvalidInputError, MuonSample, atomic_write, json_safe, load_default_sample,
                               load_muons, usable_cores)
 
 logger = logging.getLogger(__name__)
@@ -82,8 +82,9 @@ def study_settings(quick: bool = True,  # quick or full preset
         value = settings[name]
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise InvalidInputError(f"{name} must be a positive whole number, got {value!r}")
-    if settings["monitor_size"] < 20 or settings["eval_size"] < 20:
-        raise InvalidInputError("monitor_size and eval_size must be at least 20 muons: the classifier test needs them")
+    if min(settings["monitor_size"], settings["eval_size"]) < MIN_EVALUATION_MUONS:
+        raise InvalidInputError(f"monitor_size and eval_size must be at least {MIN_EVALUATION_MUONS} muons: the "
+                                "classifier test needs them")
     return settings
 
 # %% ../nbs/12_study.ipynb #407fd2d3

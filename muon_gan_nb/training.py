@@ -5,6 +5,7 @@
 # %% ../nbs/06_training.ipynb #fc85ffaa
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import os
@@ -24,8 +25,8 @@ from tqdm.auto import tqdm
 
 from .batches import SplitScan, sample_batches, scan_split_files, stream_batches
 from .checkpoints import checkpoint_iteration, list_checkpoints, restore_checkpoint, save_checkpoint
-from .data import (FEATURES, MUON_PDG, InvalidInputError, MuonSample, _fsync_file, atomic_write, check_count,
-                              json_safe, load_default_sample, load_muons, write_json)
+from .data import (FEATURES, MIN_EVALUATION_MUONS, MUON_PDG, InvalidInputError, MuonSample, _fsync_file,
+                              atomic_write, check_count, json_safe, load_default_sample, load_muons, write_json)
 from .features import (TRANSFORMS, FeatureTransform, load_transform, make_transform,
                                   prepare_training_features, save_transform)
 import muon_gan_nb.models  # noqa: F401  sizes TensorFlow's thread pools before TensorFlow starts
@@ -206,8 +207,8 @@ class TrainingDivergedError(RuntimeError):
     "A loss became NaN or infinite; the run folder keeps its last good checkpoint and is marked failed."
 
 
-def _prepare_run_folder(out: Path, resume: bool, force: bool):
-    "Check the run folder against resume/force, and clear a run's files when force=True."
+def _check_run_folder(out: Path, resume: bool, force: bool):
+    "Check the run folder against resume/force; `_clear_run_folder` makes the changes once the data is read."
     if out.exists() and not out.is_dir():
         raise InvalidInputError(f"Run folder {out} is a file: choose a folder for out")
     if resume and force:
@@ -218,10 +219,14 @@ def _prepare_run_folder(out: Path, resume: bool, force: bool):
             raise InvalidInputError(f"Cannot resume {out}: it contains no training run (options.json is missing); "
                                     "start a new run without resume=True")
         return
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise InvalidInputError(f"Run folder {out} already exists and is not empty: pass force=True to "
+                                "overwrite it, resume=True to continue its training, or choose another folder")
+
+
+def _clear_run_folder(out: Path):
+    "Create the folder of a new run, deleting the files of an earlier run in it (force=True was checked)."
     if out.is_dir() and any(out.iterdir()):
-        if not force:
-            raise InvalidInputError(f"Run folder {out} already exists and is not empty: pass force=True to "
-                                    "overwrite it, resume=True to continue its training, or choose another folder")
         for name in _RUN_FILES:
             target = out / name
             if target.is_dir():
@@ -275,7 +280,7 @@ def _data_source(options: dict, data) -> str:
     return options["data"] if not isinstance(data, MuonSample) else data.source or "the in-memory MuonSample"
 
 
-def _transform_options(transform, transform_options: dict | None) -> tuple[str | None, dict]:
+def _transform_options(transform, transform_options: dict | None, seed: int) -> tuple[str | None, dict]:
     "The transform's registered name and constructor options, as options.json records them; checked."
     if transform is None or transform == "none":
         if transform_options:
@@ -292,6 +297,10 @@ def _transform_options(transform, transform_options: dict | None) -> tuple[str |
         name, options = transform.name, transform.options()
     else:
         name, options = transform, dict(transform_options or {})
+        # A transform that draws random numbers (KDE smoothing) follows the run's seed unless given its own,
+        # so that runs with different seeds do not share the same kernel draws.
+        if name in TRANSFORMS and "seed" in inspect.signature(TRANSFORMS[name]).parameters:
+            options.setdefault("seed", seed)
     make_transform(name, **options)  # raises for an unknown name or invalid options
     return name, json_safe(options)
 
@@ -345,10 +354,13 @@ def _load_sample(options: dict, data) -> MuonSample:
     return sample
 
 
-def _fit_scaler(options: dict, features: np.ndarray, source: str) -> MuonScaler:
-    "A MuonScaler fitted on `features`; a constant feature is reported with the data it came from."
+def _fit_scaler(options: dict, features: np.ndarray, source: str, muons: int | None = None) -> MuonScaler:
+    "A MuonScaler fitted on `features` (or, with `muons`, on their ranges); a constant feature names the data."
+    scaler = MuonScaler(symmetric=options["symmetric_scaling"])
     try:
-        return MuonScaler(symmetric=options["symmetric_scaling"]).fit(features)
+        if muons is None:
+            return scaler.fit(features)
+        return scaler.fit_range(features.min(axis=0), features.max(axis=0), muons)
     except InvalidInputError as error:
         raise InvalidInputError(f"The training muons in {source} cannot be scaled: {error}") from error
 
@@ -392,6 +404,18 @@ def _prompt_inputs(train_sample: MuonSample, scaled: np.ndarray, scaler: MuonSca
     return rows, {**prompt.label_fractions(train_sample), "prompt_xy": prompt_xy}
 
 
+def _check_evaluation_sizes(source: str, total: int, heldout: int, reference: int, fraction: float):
+    "Raise InvalidInputError when too few muons are held out, or left for the floor, for the evaluations."
+    if min(heldout, reference) >= MIN_EVALUATION_MUONS:
+        return
+    needed = math.ceil(MIN_EVALUATION_MUONS / min(fraction, 1 - fraction))
+    raise InvalidInputError(
+        f"{total} muons of {source} with heldout_fraction={fraction} leave {heldout} held out for the evaluations "
+        f"and {reference} training muons for the real-versus-real floor, and each needs at least "
+        f"{MIN_EVALUATION_MUONS}: train on at least {needed} muons (a larger data file or sample_size, "
+        "--sample-size on the command line)")
+
+
 def _load_run_data(options: dict, data, stored_scaler: MuonScaler | None,
                    stored_transform: FeatureTransform | None = None) -> _RunData:
     "Load, split, transform and scale the run's muons as `options` says."
@@ -399,7 +423,8 @@ def _load_run_data(options: dict, data, stored_scaler: MuonScaler | None,
     source = _data_source(options, data)
     if options["stream"]:
         scan = scan_split_files(options["data"], fraction, seed, sample_size=size)
-        scaler = stored_scaler or _fit_scaler(options, np.stack([scan.data_min, scan.data_max]), source)
+        _check_evaluation_sizes(source, scan.n_train + scan.n_heldout, scan.n_heldout, len(scan.reference), fraction)
+        scaler = stored_scaler or _fit_scaler(options, np.stack([scan.data_min, scan.data_max]), source, scan.n_train)
         return _RunData(scaler, scan.heldout, scan.reference, scan.mu_plus_fraction, scan.n_train,
                         scan.n_heldout, scan=scan, real_scaled=scaler.transform(scan.reference.features))
     sample = _load_sample(options, data)
@@ -413,6 +438,7 @@ def _load_run_data(options: dict, data, stored_scaler: MuonScaler | None,
     except ValueError as error:
         raise InvalidInputError(f"Cannot split {len(sample)} muons with heldout_fraction={fraction}: {error}") \
             from error
+    _check_evaluation_sizes(source, len(sample), len(heldout), min(size, len(train_sample)), fraction)
     transform, scaler, scaled = _prepare_features(options, train_sample, stored_scaler, stored_transform, source)
     rows, model_options = scaled, {}
     if options["model"] in PROMPT_MODELS:
@@ -449,9 +475,9 @@ def _build_gan(options: dict, strategy: tf.distribute.Strategy, steps_per_execut
 
 # %% ../nbs/06_training.ipynb #b64fa1d5
 def _extra_options(model: str, stream: bool, transform, transform_options: dict | None, refresh_every: int | None,
-                   refresh_size: int | None, drop_invalid: bool) -> dict:
+                   refresh_size: int | None, drop_invalid: bool, seed: int) -> dict:
     "Check the options of transforms, prompt-aware models and importance refreshes; returns them for options.json."
-    name, options = _transform_options(transform, transform_options)
+    name, options = _transform_options(transform, transform_options, seed)
     if model != "guided" and (refresh_every is not None or refresh_size is not None):
         raise InvalidInputError(f"refresh_every and refresh_size apply to model 'guided' only, not {model!r}: "
                                 "drop them or train model='guided'")
@@ -512,7 +538,7 @@ def train(model: str = "vanilla",  # "vanilla", "wgan-gp", "guided", "prompt" or
     requested = {"model": model, "data": _describe_data(data), "sample_size": sample_size,
                  "iterations": check_count("iterations", iterations), "batch_size": check_count("batch_size", batch_size),
                  "seed": check_count("seed", seed, minimum=0), "eval_every": check_count("eval_every", eval_every),
-                 "eval_size": check_count("eval_size", eval_size, minimum=20),
+                 "eval_size": check_count("eval_size", eval_size, minimum=MIN_EVALUATION_MUONS),
                  "checkpoint_every": check_count("checkpoint_every", checkpoint_every),
                  "weighted": bool(weighted), "heldout_fraction": heldout_fraction,
                  "strategy": strategy if strategy is None or isinstance(strategy, str) else type(strategy).__name__,
@@ -522,7 +548,7 @@ def train(model: str = "vanilla",  # "vanilla", "wgan-gp", "guided", "prompt" or
     if model not in MODELS:
         raise InvalidInputError(f"Unknown model {model!r}: use one of {', '.join(MODELS)}")
     requested.update(_extra_options(model, bool(stream), transform, transform_options, refresh_every, refresh_size,
-                                    drop_invalid))
+                                    drop_invalid, requested["seed"]))
     if not (isinstance(heldout_fraction, (int, float)) and 0 < heldout_fraction < 1):
         raise InvalidInputError(f"heldout_fraction must lie strictly between 0 and 1, got {heldout_fraction!r}")
     if not (isinstance(learning_rate, (int, float)) and learning_rate > 0):
@@ -533,7 +559,7 @@ def train(model: str = "vanilla",  # "vanilla", "wgan-gp", "guided", "prompt" or
         raise InvalidInputError("stream=True needs data as a path or glob of SHiP .npy files, such as 'SPLIT_*.npy'")
     if strategy is not None and not isinstance(strategy, tf.distribute.Strategy) and strategy not in STRATEGIES + ("none",):
         _make_strategy(strategy)  # raises with the list of strategies
-    _prepare_run_folder(out, resume, force)
+    _check_run_folder(out, resume, force)
 
     checkpoint, stored_scaler, stored_transform, trained = None, None, None, 0
     if resume:
@@ -559,6 +585,8 @@ def train(model: str = "vanilla",  # "vanilla", "wgan-gp", "guided", "prompt" or
 
     keras.utils.set_random_seed(options["seed"])
     run_data = _load_run_data(options, data, stored_scaler, stored_transform)
+    if not resume:  # only now, so that unusable data leaves an earlier run in `out` as it was
+        _clear_run_folder(out)
     options.update(n_train=run_data.n_train, n_heldout=run_data.n_heldout,
                    mu_plus_fraction=run_data.mu_plus_fraction, data_fingerprint=run_data.fingerprint,
                    data_model_options=run_data.model_options)
@@ -615,6 +643,9 @@ def train(model: str = "vanilla",  # "vanilla", "wgan-gp", "guided", "prompt" or
     checkpointer = _Checkpointer(state, out / "checkpoints", options["checkpoint_every"], checkpoint_state)
     loss_log = _LossLog(state, progress)
     run_callbacks = [loss_log, evaluator, checkpointer, *callbacks]
+    for callback in callbacks:  # callbacks that read the run's files, such as dashboard.TrainingMonitor
+        if hasattr(callback, "set_run_folder"):
+            callback.set_run_folder(out)
     if options["model"] == "guided":
         run_callbacks.insert(1, _UntilDiverged(_importance_refresh(options, run_data, start, metrics), state))
     if target > start:

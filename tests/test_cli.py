@@ -119,6 +119,10 @@ def test_entry_point_help():
     (["train", "--iterations", "-10"], ["--iterations", "'-10'"]),
     (["train", "--batch-size", "0"], ["--batch-size", "'0'"]),
     (["train", "--eval-size", "-1"], ["--eval-size", "'-1'"]),
+    (["train", "--eval-size", "5"], ["--eval-size", "'5'", "at least 20 muons"]),
+    (["evaluate", "RUN", "--n", "10"], ["--n", "'10'", "at least 20 muons"]),
+    (["train", "--transform-option", "bandwidth=0.05"], ["--transform-option", "--transform kde"]),
+    (["train", "--transform", "kde", "--transform-option", "bandwidth"], ["--transform-option", "NAME=VALUE"]),
     (["train", "--eval-every", "2.5"], ["--eval-every", "'2.5'"]),
     (["train", "--checkpoint-every", "ten"], ["--checkpoint-every", "'ten'"]),
     (["train", "--model", "dcgan"], ["--model", "'dcgan'", "vanilla"]),
@@ -144,6 +148,30 @@ def test_entry_point_help():
 ])
 def test_bad_option_value_exits_2(arguments, fragments):
     assert_one_line_error(run_cli(*arguments), *fragments)
+
+
+def test_transform_options_reach_train():
+    parsed = cli.build_parser().parse_args(["train", "--transform", "gaussian-filter", "--transform-option", "sigma=2",
+                                            "--transform-option", "mode=nearest"])
+    arguments = cli._train_arguments(parsed)
+    assert arguments["transform_options"] == {"sigma": 2, "mode": "nearest"}
+    assert arguments["model"] == "vanilla"
+    assert "transform_options" not in cli._train_arguments(cli.build_parser().parse_args(["train"]))
+
+
+def test_too_few_heldout_muons_exit_2(small_data, tmp_path):
+    out = tmp_path / "run"
+    process = run_cli("train", "--data", small_data, "--sample-size", "60", "--out", out, *TINY_TRAINING)
+    assert_one_line_error(process, "60 muons", "12 held out", "at least 20", "at least 100 muons", "--sample-size")
+    assert not (out / "options.json").exists()  # refused before the run folder is written
+    assert not (out / "metrics.json").exists()
+
+
+def test_file_inside_run_folder_exits_2(trained_run, tmp_path):
+    model = trained_run / "model.keras"
+    process = run_cli("generate", model, "--n", "10", "--out", tmp_path / "m.npy")
+    assert_one_line_error(process, "is a file, not a run folder", str(trained_run))
+    assert_one_line_error(run_cli("evaluate", model), "is a file, not a run folder")
 
 
 def test_missing_paths_exit_2(tmp_path):
@@ -515,6 +543,14 @@ def test_resume_refuses_other_options(run_copy):
     process = run_cli("train", "--resume", run_copy, "--iterations", "60", "--batch-size", "50", "--model", "wgan-gp")
     assert_one_line_error(process, "only --iterations may change", "--model", "--batch-size")
     assert (run_copy / "options.json").read_text() == before  # nothing trained, nothing rewritten
+
+
+def test_resume_refuses_default_model_named(run_copy):
+    # vanilla is the default of a new run, and naming it beside --resume is still a change to refuse.
+    before = (run_copy / "options.json").read_text()
+    process = run_cli("train", "--resume", run_copy, "--iterations", "60", "--model", "vanilla")
+    assert_one_line_error(process, "only --iterations may change", "--model")
+    assert (run_copy / "options.json").read_text() == before
 
 
 def test_resume_refuses_fewer_iterations_than_trained(run_copy):

@@ -44,7 +44,12 @@ def muons() -> MuonSample:
 
 def assert_histograms_match(monitor: TrainingMonitor, model, scaler: MuonScaler):
     "The monitor's generated counts equal NumPy histograms of the muons the model makes with the monitor's seed."
-    generated = scaler.inverse_transform(model.generate_scaled(monitor.sample_size, seed=monitor.seed))
+    assert_histograms_of(monitor, scaler.inverse_transform(model.generate_scaled(monitor.sample_size,
+                                                                                 seed=monitor.seed)))
+
+
+def assert_histograms_of(monitor: TrainingMonitor, generated: np.ndarray):
+    "The monitor's generated counts equal NumPy histograms of `generated` (muons in cm and GeV/c)."
     for column, name in enumerate(FEATURES):
         expected, _ = np.histogram(generated[:, column], monitor.histograms[name]["edges"])
         np.testing.assert_array_equal(monitor.histograms[name]["generated"], expected, err_msg=name)
@@ -73,6 +78,61 @@ def test_monitor_follows_train(tmp_path, muons, model):
     # the monitor read scaler.json from the run folder, so its histograms match the saved run
     saved = load_run(out)
     assert_histograms_match(monitor, saved.model, saved.scaler)
+
+
+@pytest.mark.parametrize("model, transform, folder_given", [("prompt", None, False), ("vanilla", "polar", False),
+                                                          ("wgan-gp", "polar", True)])
+def test_monitor_muons_match_run(tmp_path, muons, model, transform, folder_given):
+    "Prompt-aware GANs and feature transforms: the monitor's muons are the run's, with or without run_folder."
+    out = tmp_path / model
+    monitor = TrainingMonitor(muons, every=20, sample_size=1_000, evaluation_size=300, max_overhead=None,
+                              run_folder=out if folder_given else None, interactive=False)
+    run = train(model, data=muons, out=out, iterations=40, batch_size=64, eval_every=20, eval_size=300,
+                checkpoint_every=20, steps_per_execution=10, progress=False, transform=transform,
+                evaluation_options={"bootstrap": 0}, callbacks=[monitor], **SMALL_NETWORKS)
+    assert [check["iteration"] for check in monitor.checks] == [20, 40]
+    assert 0.5 <= monitor.report.auc <= 1.0
+
+    # Independently of the shared conversion: the scaler's inverse, then the transform's or the labels' meaning.
+    rows = run.model.generate_scaled(monitor.sample_size, seed=monitor.seed)
+    if transform is None:
+        expected = run.model.rows_to_sample(rows, run.scaler)
+        np.testing.assert_array_equal(monitor.generated.pdg, expected.pdg)  # charges from the charge label
+        prompt_labels = int((rows[:, len(FEATURES)] > 0).sum())
+        assert prompt_labels > 0
+        assert monitor.generated.prompt.sum() == prompt_labels  # prompt muons at x = y = 0 exactly
+        expected = expected.features
+    else:
+        assert run.transform is not None
+        expected = run.transform.inverse(run.scaler.inverse_transform(rows)).astype(np.float32)
+    np.testing.assert_array_equal(monitor.generated.features, expected)
+    assert_histograms_of(monitor, expected)
+    # and they are the first muons the finished run generates with the same seed
+    np.testing.assert_array_equal(monitor.generated.features,
+                                  run.generate(monitor.sample_size, seed=monitor.seed).features)
+
+
+def test_refresh_after_train_updates_check(tmp_path, muons):
+    out = tmp_path / "refreshed"
+    monitor = TrainingMonitor(muons, every=20, sample_size=1_000, evaluation_size=300, run_folder=out,
+                              max_overhead=None, interactive=True)
+    run = train("vanilla", data=muons, out=out, iterations=40, batch_size=64, eval_every=20, eval_size=300,
+                checkpoint_every=20, steps_per_execution=10, progress=False, evaluation_options={"bootstrap": 0},
+                callbacks=[monitor], **SMALL_NETWORKS)
+    assert [check["iteration"] for check in monitor.checks] == [20, 40]
+    last_auc = monitor.checks[-1]["auc"]
+    assert monitor.refresh() is True
+    # ipywidgets logs (or, under IPython, prints) an exception raised by a click handler instead of raising it,
+    # so the asserts below are what catch a failed refresh.
+    monitor.controls["refresh"].click()
+    assert [check["iteration"] for check in monitor.checks] == [20, 40]
+    assert monitor.refresh_count == 4
+    assert monitor._counter.value == "updates: 4"
+    # the same model and seed give the same muons, so the updated check has the same AUC
+    assert monitor.checks[-1]["auc"] == pytest.approx(last_auc)
+    assert [row["checks"] for row in monitor.convergence_state()] == [2, 2]
+    assert monitor.summary().startswith("iteration 40,")
+    assert_histograms_match(monitor, run.model, run.scaler)
 
 
 def test_stop_button_stops_train_and_keeps_checkpoint(tmp_path, muons):

@@ -446,6 +446,39 @@ def test_transform_run_generates_physical_muons(transform, model, toy_file, tmp_
     np.testing.assert_array_equal(loaded.generate(500, seed=3).features, run.generate(500, seed=3).features)
 
 
+def test_kde_draws_follow_run_seed(toy_file, tmp_path):
+    options = dict(data=str(toy_file), iterations=10, eval_every=10, checkpoint_every=10, transform="kde",
+                   transform_options={"bandwidth": 0.05}, **SMALL, **TINY_NETWORKS)
+    first = train(out=tmp_path / "seed3", seed=3, **options)
+    second = train(out=tmp_path / "seed4", seed=4, **options)
+    stored = json.loads((tmp_path / "seed3" / "transform.json").read_text())
+    assert stored["options"]["seed"] == 3
+    assert stored["options"]["bandwidth"] == 0.05
+    assert json.loads((tmp_path / "seed4" / "options.json").read_text())["transform_options"]["seed"] == 4
+    # The same muons smoothed with the two runs' draws: the kernels differ.
+    muons = load_muons(toy_file).features[:500]
+    assert not np.array_equal(first.transform.forward(muons), second.transform.forward(muons))
+    own_seed = train(out=tmp_path / "own", seed=3, **{**options, "transform_options": {"bandwidth": 0.05, "seed": 9}})
+    assert own_seed.options["transform_options"]["seed"] == 9
+
+
+def test_too_few_heldout_muons_refused(tmp_path):
+    with pytest.raises(InvalidInputError, match="held out") as error:
+        train(data=toy_muons(50), out=tmp_path / "run", iterations=10, **SMALL)
+    assert "10 held out" in str(error.value)
+    assert "at least 100 muons" in str(error.value)
+    assert not (tmp_path / "run" / "options.json").exists()
+
+
+def test_unusable_data_keeps_earlier_run(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.json").write_text('{"status": "completed"}')
+    with pytest.raises(InvalidInputError, match="held out"):
+        train(data=toy_muons(50), out=out, iterations=10, force=True, **SMALL)
+    assert (out / "metrics.json").read_text() == '{"status": "completed"}'
+
+
 def _evaluation_seed(run: TrainedRun, iteration: int) -> int:
     "The noise seed of the run's evaluation at `iteration`."
     from muon_gan_nb.training import _derived_seed
