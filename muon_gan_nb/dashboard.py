@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import io
+import json
 import logging
 import math
 import threading
@@ -21,10 +22,11 @@ from matplotlib.ticker import LogFormatter, NullLocator
 
 from . import evaluation
 from .convergence import auc_plateau_iteration, loss_stability_iteration
-from .data import FEATURE_UNITS, FEATURES, MIN_EVALUATION_MUONS, MUON_PDG, InvalidInputError, MuonSample, check_count
+from .data import (FEATURE_UNITS, FEATURES, MIN_EVALUATION_MUONS, MUON_PDG, InvalidInputError, MuonSample,
+                              check_count)
 from .features import FeatureTransform, load_transform
 from .preprocessing import MuonScaler
-from .runs import rows_to_muons
+from .runs import _BlockGenerator, _generate_sample
 
 logger = logging.getLogger(__name__)
 
@@ -183,8 +185,8 @@ def _check_features(features: Sequence[str]) -> tuple[str, ...]:
 class _MonitorChecks:
     "The numbers behind the monitor: generation, histograms, the quick classifier test, convergence."
 
-    def _find_conversion(self) -> tuple[MuonScaler, FeatureTransform | None]:
-        "Find the scaler and feature transform that map the generator's output to cm and GeV/c (see the class notes)."
+    def _find_conversion(self) -> tuple[MuonScaler, FeatureTransform | None, float]:
+        "Find the scaler, feature transform and μ+ fraction that make the generator's output muons (see the class notes)."
         folder = self.run_folder if self.run_folder is not None else self._train_folder
         transform = self.transform
         if transform is None and folder is not None and (folder / "transform.json").is_file():
@@ -197,7 +199,12 @@ class _MonitorChecks:
                            "differ slightly from the training scaler's (pass scaler= or run_folder=)", len(self.real))
             features = self.real.features if transform is None else transform.forward(self.real.features)
             scaler = MuonScaler().fit(features)
-        return scaler, transform
+        # A run's charges follow the μ+ fraction of its training muons, which train records in options.json.
+        mu_plus_fraction = self._mu_plus_fraction
+        if folder is not None and (folder / "options.json").is_file():
+            options = json.loads((folder / "options.json").read_text())
+            mu_plus_fraction = options.get("mu_plus_fraction", mu_plus_fraction)
+        return scaler, transform, mu_plus_fraction
 
     def generate(self) -> MuonSample:
         "Generate the monitor's `sample_size` muons from the current model, in cm and GeV/c, with its fixed seed."
@@ -205,12 +212,10 @@ class _MonitorChecks:
             raise InvalidInputError("The monitor has no model yet: pass it to fit (callbacks=[monitor]) first")
         if self._conversion is None:
             self._conversion = self._find_conversion()
-        scaler, transform = self._conversion
-        rows = self.model.generate_scaled(self.sample_size, seed=self.seed)
-        # PDG ids for a GAN without a charge label. A prompt-aware GAN takes them from its charge label instead.
-        charges = np.random.default_rng(self.seed).random(self.sample_size) < self._mu_plus_fraction
-        pdg = np.where(charges, -MUON_PDG, MUON_PDG).astype(np.int32)
-        return rows_to_muons(self.model, rows, scaler, transform, pdg, f"monitor, iteration {self.iteration}")
+        scaler, transform, mu_plus_fraction = self._conversion
+        # The first muons of the stream `TrainedRun.generate(sample_size, seed)` reads, charges included.
+        return _generate_sample(_BlockGenerator(self.model), scaler, mu_plus_fraction, 0, self.sample_size, self.seed,
+                                f"monitor, iteration {self.iteration}", transform)
 
     def refresh(self) -> bool:
         "Generate muons, update histograms, classifier test and convergence state, then redraw and log."
@@ -474,8 +479,8 @@ class TrainingMonitor(_MonitorChecks, _MonitorPanel, keras.callbacks.Callback):
         self._started: float | None = None
         self._next_refresh = self.start_iteration + self.every
         self._epoch, self._steps_per_epoch = 0, None
-        # the scaler and transform of the current fit, found when it starts
-        self._conversion: tuple[MuonScaler, FeatureTransform | None] | None = None
+        # the scaler, transform and μ+ fraction of the current fit, found when it starts
+        self._conversion: tuple[MuonScaler, FeatureTransform | None, float] | None = None
         self._train_folder: Path | None = None  # the folder training.train writes, set by set_run_folder
         self._lock = threading.Lock()  # guards the loss lists, read by a drawing thread
         self._refresh_lock = threading.Lock()  # one refresh at a time

@@ -85,7 +85,8 @@ def test_monitor_follows_train(tmp_path, muons, model):
 def test_monitor_muons_match_run(tmp_path, muons, model, transform, folder_given):
     "Prompt-aware GANs and feature transforms: the monitor's muons are the run's, with or without run_folder."
     out = tmp_path / model
-    monitor = TrainingMonitor(muons, every=20, sample_size=1_000, evaluation_size=300, max_overhead=None,
+    # 12,000 muons span two of the run's 10,000-row noise blocks.
+    monitor = TrainingMonitor(muons, every=20, sample_size=12_000, evaluation_size=300, max_overhead=None,
                               run_folder=out if folder_given else None, interactive=False)
     run = train(model, data=muons, out=out, iterations=40, batch_size=64, eval_every=20, eval_size=300,
                 checkpoint_every=20, steps_per_execution=10, progress=False, transform=transform,
@@ -94,7 +95,8 @@ def test_monitor_muons_match_run(tmp_path, muons, model, transform, folder_given
     assert 0.5 <= monitor.report.auc <= 1.0
 
     # Independently of the shared conversion: the scaler's inverse, then the transform's or the labels' meaning.
-    rows = run.model.generate_scaled(monitor.sample_size, seed=monitor.seed)
+    # The run's noise stream: blocks of 10,000 rows, block k drawn with the seed pair (seed, k).
+    rows = run.model.stream_rows(monitor.seed, [(0, 10_000), (1, 2_000)])
     if transform is None:
         expected = run.model.rows_to_sample(rows, run.scaler)
         np.testing.assert_array_equal(monitor.generated.pdg, expected.pdg)  # charges from the charge label
@@ -107,9 +109,10 @@ def test_monitor_muons_match_run(tmp_path, muons, model, transform, folder_given
         expected = run.transform.inverse(run.scaler.inverse_transform(rows)).astype(np.float32)
     np.testing.assert_array_equal(monitor.generated.features, expected)
     assert_histograms_of(monitor, expected)
-    # and they are the first muons the finished run generates with the same seed
-    np.testing.assert_array_equal(monitor.generated.features,
-                                  run.generate(monitor.sample_size, seed=monitor.seed).features)
+    # and they are the muons the finished run generates with the same seed, charges included
+    generated = run.generate(monitor.sample_size, seed=monitor.seed)
+    np.testing.assert_array_equal(monitor.generated.features, generated.features)
+    np.testing.assert_array_equal(monitor.generated.pdg, generated.pdg)
 
 
 def test_refresh_after_train_updates_check(tmp_path, muons):
