@@ -6,6 +6,8 @@ notebook's markdown and code cells become the README. With --check it only repor
 is up to date and exits 1 when it is not.
 """
 import argparse
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -20,6 +22,16 @@ def _is_hidden(cell) -> bool:
     return any(d in ("#|hide", "#|include:false", "#|echo:false") for d in directives)
 
 
+def _link_from_root(match: re.Match) -> str:
+    "Rewrite a relative link of the index notebook, which the site resolves from nbs/, to one from the repository root."
+    target = match.group(2)
+    if re.match(r"[a-z][a-z0-9+.-]*:|#|/", target):  # a URL, an anchor or an absolute path
+        return match.group(0)
+    path, _, anchor = target.partition("#")
+    rooted = Path(os.path.relpath(REPO / "nbs" / path, REPO)).as_posix()
+    return f"{match.group(1)}{rooted}{'#' + anchor if anchor else ''})"
+
+
 def render_readme(notebook: Path) -> str:
     "Convert the index notebook into README markdown."
     nb = nbformat.read(notebook, as_version=4)
@@ -32,6 +44,7 @@ def render_readme(notebook: Path) -> str:
             kept.append(cell)
     nb.cells = kept
     body, _ = MarkdownExporter(exclude_output=True).from_notebook_node(nb)
+    body = re.sub(r"(\]\()([^)\s]+)\)", _link_from_root, body)
     note = "<!-- Generated from nbs/index.ipynb by .ci/make_readme.py: edit the notebook, not this file. -->\n\n"
     return note + body.strip() + "\n"
 

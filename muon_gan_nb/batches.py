@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import glob
+import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +16,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
-from .data import FEATURES, MUON_PDG, InvalidInputError, MuonSample, check_count
+from .data import FEATURES, MUON_PDG, InvalidInputError, MuonSample, _build_sample, check_count
 from .preprocessing import MuonScaler
 
 logger = logging.getLogger(__name__)
@@ -121,6 +123,7 @@ class SplitScan:
     mu_plus_fraction: float  # fraction of training muons that are μ+ (PDG -13)
     heldout: MuonSample  # random held-out muons for evaluations, at most `sample_size`
     reference: MuonSample  # random training muons for the real-versus-real floor, at most `sample_size`
+    fingerprint: str  # hash of the file names, row counts and training ranges, to notice changed files
 
 
 def scan_split_files(pattern,  # glob such as "data/SPLIT_*.npy", a file, or a list of them
@@ -145,8 +148,10 @@ def scan_split_files(pattern,  # glob such as "data/SPLIT_*.npy", a file, or a l
     for index, (file, array, mask) in enumerate(zip(files, arrays, masks)):
         rows = np.asarray(array, dtype=np.float32)
         train_rows, heldout_rows = rows[~mask], rows[mask]
-        if not np.all(np.isfinite(rows)):
-            raise InvalidInputError(f"{file} contains NaN or infinite values: remove those rows before training")
+        # The checks of load_muons: finite values, PDG ids of ±13 and non-zero momenta.
+        _build_sample(str(file), rows[:, 2:8], rows[:, 1], rows[:, 0],
+                      fix="Remove those rows: streaming cannot drop them, but training without --stream "
+                          "can, with drop_invalid=True (--drop-invalid)")
         if len(train_rows):
             low = np.minimum(low, train_rows[:, 2:8].min(axis=0))
             high = np.maximum(high, train_rows[:, 2:8].max(axis=0))
@@ -161,7 +166,10 @@ def scan_split_files(pattern,  # glob such as "data/SPLIT_*.npy", a file, or a l
     heldout = _ship_rows_to_sample(heldout_rows, f"{source} (held out)")
     reference = _ship_rows_to_sample(reference_rows, f"{source} (training)")
     logger.info("Scanned %d SPLIT file(s): %d training and %d held-out muons", len(files), n_train, n_heldout)
-    return SplitScan(files, n_train, n_heldout, low, high, mu_plus / n_train, heldout, reference)
+    digest = hashlib.sha256(json.dumps([[file.name, len(array)] for file, array in zip(files, arrays)]).encode())
+    digest.update(np.concatenate([low, high, [mu_plus]]).astype(np.float64).tobytes())
+    return SplitScan(files, n_train, n_heldout, low, high, mu_plus / n_train, heldout, reference,
+                     digest.hexdigest())
 
 
 def stream_batches(files: Sequence[Path],  # SHiP .npy files, in the order used by `scan_split_files`
@@ -191,6 +199,8 @@ def stream_batches(files: Sequence[Path],  # SHiP .npy files, in the order used 
                 train_rows = np.asarray(_open_ship_array(files[file_index])[~mask], dtype=np.float32)
                 rng = np.random.default_rng([seed, pass_index, file_index])
                 if weighted:
+                    # NOTE: weights act within each file. Files give batches in proportion to their rows, not
+                    # to their summed weight, so the draw is proportional to weight only when files weigh alike.
                     weight = train_rows[:, 0].astype(np.float64)
                     order = rng.choice(len(train_rows), count * rows, p=weight / weight.sum())
                 else:

@@ -239,6 +239,8 @@ def _build_sample(source: str,  # file name for messages
                   origin: np.ndarray | None = None,  # (N,) origin codes, or None
                   rows: np.ndarray | None = None,  # (N,) row numbers in the file; 0..N-1 when None
                   drop_invalid: bool = False,  # drop rows with a wrong PDG id or zero momentum
+                  # the remedy the message of invalid rows ends with
+                  fix: str = "Remove those rows, or drop them with drop_invalid=True (--drop-invalid on the command line)",
                   ) -> MuonSample:
     "Check loaded rows (finite values, PDG ±13, non-zero momentum) and build a float32 `MuonSample`."
     features = np.asarray(features)
@@ -268,8 +270,7 @@ def _build_sample(source: str,  # file name for messages
         bad = np.flatnonzero(zero_momentum)
         problems.append(f"{_count_rows(len(bad))} zero momentum (px = py = pz = 0): {_describe_rows(rows[bad])}")
     if problems and not drop_invalid:
-        raise InvalidInputError(f"{source}: " + "; ".join(problems) +
-                                ". Remove those rows, or drop them with drop_invalid=True (--drop-invalid on the command line).")
+        raise InvalidInputError(f"{source}: " + "; ".join(problems) + f". {fix}.")
     if problems:
         keep = ~(wrong_pdg | zero_momentum)
         logger.warning("%s: dropped %d of %d rows (%d with a PDG id other than ±13, %d with zero momentum)",

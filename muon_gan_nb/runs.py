@@ -266,28 +266,29 @@ def generate_shards(run: TrainedRun,  # a trained run
     counts = shard_counts(n, shards)
     seeds = [_derived_seed(seed, index, shards) for index in range(shards)]
     files, manifest = shard_paths(out, shards)
-    listing = {"total": n, "seed": seed, "shards": [
+    listing = {"run": os.path.abspath(run.path), "total": n, "seed": seed, "shards": [
         {"index": index, "file": files[index].name, "count": counts[index], "seed": seeds[index]}
         for index in range(shards)]}
     if only is not None and manifest.is_file():
         _check_same_generation(manifest, listing)
     for index in indices:
         generate_to_file(run, counts[index], files[index], chunk_size, seeds[index], progress)
-    write_json(manifest, {"run": os.path.abspath(run.path), **listing})
+    write_json(manifest, listing)
     return manifest
 
 
 def _check_same_generation(manifest: Path, listing: dict):
-    "Raise InvalidInputError when the manifest of another part lists other numbers of muons or shards or another seed."
+    "Raise InvalidInputError when the manifest of another part names another run, seed or number of muons or shards."
     try:
         existing = json.loads(manifest.read_text())
         same = all(existing.get(key) == value for key, value in listing.items())
-        described = (f"{existing['total']} muons in {len(existing['shards'])} shards with seed "
-                     f"{existing['seed']}")
+        described = (f"{existing['total']} muons of {existing['run']} in {len(existing['shards'])} shards with "
+                     f"seed {existing['seed']}")
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
         same, described = False, "an unreadable listing"
     if not same:
         raise InvalidInputError(
-            f"{manifest} belongs to another generation ({described}), not to {listing['total']} muons in "
-            f"{len(listing['shards'])} shards with seed {listing['seed']}: give every part the same number of "
-            "muons, shards and seed (--n, --shards, --seed), or delete the manifest to start a new generation")
+            f"{manifest} belongs to another generation ({described}), not to {listing['total']} muons of "
+            f"{listing['run']} in {len(listing['shards'])} shards with seed {listing['seed']}: give every part the "
+            "same run, number of muons, shards and seed (--n, --shards, --seed), or delete the manifest to start "
+            "a new generation")

@@ -404,6 +404,15 @@ def _prompt_inputs(train_sample: MuonSample, scaled: np.ndarray, scaler: MuonSca
     return rows, {**prompt.label_fractions(train_sample), "prompt_xy": prompt_xy}
 
 
+def _check_same_data(options: dict, fingerprint: str, source: str):
+    "Raise InvalidInputError when a run folder's data fingerprint differs from that of the data read now."
+    # Runs written before streamed runs had fingerprints store None, and are not checked.
+    if options.get("data_fingerprint") not in (None, fingerprint):
+        raise InvalidInputError(f"The muons read from {source} differ from those the run in {options['out']} was "
+                                "trained on: pass the same data to resume it, real muons of your own to evaluate "
+                                "it (muon-gan evaluate RUN --data FILE), or start a new run")
+
+
 def _check_evaluation_sizes(source: str, total: int, heldout: int, reference: int, fraction: float):
     "Raise InvalidInputError when too few muons are held out, or left for the floor, for the evaluations."
     if min(heldout, reference) >= MIN_EVALUATION_MUONS:
@@ -412,7 +421,7 @@ def _check_evaluation_sizes(source: str, total: int, heldout: int, reference: in
     raise InvalidInputError(
         f"{total} muons of {source} with heldout_fraction={fraction} leave {heldout} held out for the evaluations "
         f"and {reference} training muons for the real-versus-real floor, and each needs at least "
-        f"{MIN_EVALUATION_MUONS}: train on at least {needed} muons (a larger data file or sample_size, "
+        f"{MIN_EVALUATION_MUONS}: train on more muons, about {needed} or more (a larger data file or sample_size, "
         "--sample-size on the command line)")
 
 
@@ -425,14 +434,13 @@ def _load_run_data(options: dict, data, stored_scaler: MuonScaler | None,
         scan = scan_split_files(options["data"], fraction, seed, sample_size=size)
         _check_evaluation_sizes(source, scan.n_train + scan.n_heldout, scan.n_heldout, len(scan.reference), fraction)
         scaler = stored_scaler or _fit_scaler(options, np.stack([scan.data_min, scan.data_max]), source, scan.n_train)
+        _check_same_data(options, scan.fingerprint, source)
         return _RunData(scaler, scan.heldout, scan.reference, scan.mu_plus_fraction, scan.n_train,
-                        scan.n_heldout, scan=scan, real_scaled=scaler.transform(scan.reference.features))
+                        scan.n_heldout, scan=scan, real_scaled=scaler.transform(scan.reference.features),
+                        fingerprint=scan.fingerprint)
     sample = _load_sample(options, data)
     fingerprint = _fingerprint(sample)
-    if options.get("data_fingerprint") not in (None, fingerprint):
-        raise InvalidInputError(f"The muons read from {source} differ from those the run in {options['out']} was "
-                                "trained on: pass the same data to resume it, real muons of your own to evaluate "
-                                "it (muon-gan evaluate RUN --data FILE), or start a new run")
+    _check_same_data(options, fingerprint, source)
     try:
         train_sample, heldout = sample.split(fraction, seed)
     except ValueError as error:
@@ -455,6 +463,8 @@ def _real_batches(options: dict, run_data: _RunData, rows: int, start: int) -> t
     if run_data.scan is not None:
         return stream_batches(run_data.scan.files, run_data.scaler, rows, options["seed"],
                               options["heldout_fraction"], start, options["weighted"])
+    # NOTE: weighted=True weights only these batches. The evaluations, their floor and the label fractions of the
+    # prompt-aware models count every muon once, so a weighted run is judged against the unweighted sample.
     weights = run_data.train.weight if options["weighted"] else None
     return sample_batches(run_data.training_rows, rows, options["seed"], start, weights)
 
@@ -557,6 +567,9 @@ def train(model: str = "vanilla",  # "vanilla", "wgan-gp", "guided", "prompt" or
         check_count("sample_size", sample_size)
     if stream and (data is None or isinstance(data, MuonSample)):
         raise InvalidInputError("stream=True needs data as a path or glob of SHiP .npy files, such as 'SPLIT_*.npy'")
+    if stream and sample_size is not None:
+        raise InvalidInputError(f"stream=True trains on every row of the SPLIT files, so sample_size={sample_size} "
+                                "would be ignored: drop it, or pass fewer files")
     if strategy is not None and not isinstance(strategy, tf.distribute.Strategy) and strategy not in STRATEGIES + ("none",):
         _make_strategy(strategy)  # raises with the list of strategies
     _check_run_folder(out, resume, force)

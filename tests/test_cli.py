@@ -162,7 +162,7 @@ def test_transform_options_reach_train():
 def test_too_few_heldout_muons_exit_2(small_data, tmp_path):
     out = tmp_path / "run"
     process = run_cli("train", "--data", small_data, "--sample-size", "60", "--out", out, *TINY_TRAINING)
-    assert_one_line_error(process, "60 muons", "12 held out", "at least 20", "at least 100 muons", "--sample-size")
+    assert_one_line_error(process, "60 muons", "12 held out", "at least 20", "about 100 or more", "--sample-size")
     assert not (out / "options.json").exists()  # refused before the run folder is written
     assert not (out / "metrics.json").exists()
 
@@ -378,7 +378,7 @@ def test_generate_shards_split_over_processes(trained_run, tmp_path):
     for changed in (["--seed", "5"], ["--n", "1002"]):
         options = [*common, "--force", "--only", "1", "--out", split / "muons.npy", *changed]
         assert_one_line_error(run_cli("generate", trained_run, *options), "muons.manifest.json belongs to another "
-                              "generation (1001 muons in 3 shards with seed 4)", "--seed")
+                              f"generation (1001 muons of {os.path.abspath(trained_run)} in 3 shards with seed 4)", "--seed")
     assert (split / "muons.manifest.json").read_text() == listing
     for shard in sorted(whole.glob("muons-*.npy")):
         assert (split / shard.name).read_bytes() == shard.read_bytes(), shard.name
