@@ -52,9 +52,14 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def load_average() -> list[float]:
+    "The one-, five- and fifteen-minute load averages, rounded to two decimals."
+    return [round(value, 2) for value in os.getloadavg()]
+
+
 def machine() -> dict:
     "What a reader needs to judge a timing: CPU, cores, load average, GPUs, platform and package versions."
-    return {"cpu": cpu_model(), "cores": usable_cores(), "load_average": [round(value, 2) for value in os.getloadavg()],
+    return {"cpu": cpu_model(), "cores": usable_cores(), "load_average": load_average(),
             "gpus": gpu_names(), "platform": platform.platform(), "versions": package_versions()}
 
 
@@ -94,7 +99,7 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
 
 def finish(result: dict, table, path: str | Path | None) -> dict:
     "Record the end load average, print the benchmark's table and load, and write the JSON result."
-    result["load_average_end"] = list(os.getloadavg())
+    result["load_average_end"] = load_average()
     result["table"] = table(result)
     print(result["table"])
     print(f"load average at start {result['machine']['load_average']}, at end {result['load_average_end']}")

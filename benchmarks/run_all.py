@@ -130,7 +130,7 @@ def render_tables(report: dict) -> dict:
 
 def write_report(report: dict, results: Path, stem: str):
     "Write the report as RESULTS/STEM.json and the Markdown page as RESULTS/STEM.md."
-    report["load_average_end"] = list(os.getloadavg())
+    report["load_average_end"] = _common.load_average()
     results.mkdir(parents=True, exist_ok=True)
     (results / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     (results / f"{stem}.md").write_text(markdown(report))
