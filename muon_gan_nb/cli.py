@@ -687,7 +687,10 @@ def _run_evaluate(arguments: argparse.Namespace) -> int:
 
     metrics_path = out / "metrics.json"
     with atomic_write(metrics_path) as temporary:
-        temporary.write_text(json.dumps(report.to_dict(roc_points=101), indent=2))
+        # Which model was judged: a resumed run replaces model.keras, and this file stays until evaluated again.
+        judged = {"run": os.path.abspath(arguments.run), "run_id": run.options.get("run_id"),
+                  "iteration": run.metrics.get("iterations_trained"), "real": arguments.data or "held-out split"}
+        temporary.write_text(json.dumps({**judged, **report.to_dict(roc_points=101)}, indent=2))
     plots = _save_figures(plot_report(report, real, generated), out / "plots")
     print(report.summary())
     _print_fidelity(report.auc, report.floor_auc)

@@ -279,6 +279,12 @@ def test_evaluate_heldout_split(trained_run, tmp_path):
     assert 0.0 <= report["auc"] <= 1.0
     assert 0.0 <= report["floor_auc"] <= 1.0
     assert list((out / "plots").glob("*.png"))
+    # the report names the model it judged, which a later --resume replaces
+    options = json.loads((trained_run / "options.json").read_text())
+    assert report["run"] == os.path.abspath(trained_run)
+    assert report["run_id"] == options["run_id"]
+    assert report["iteration"] == 40
+    assert report["real"] == "held-out split"
 
 
 def test_evaluate_against_data(trained_run, small_data, tmp_path):
