@@ -27,7 +27,7 @@ from .writers import shard_counts, shard_paths
 logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['logger', 'DEFAULT_ITERATIONS', 'DEFAULT_BATCH_SIZE', 'DEFAULT_EVAL_EVERY', 'DEFAULT_EVAL_SIZE',
+__all__ = ['logger', 'DEFAULT_MODEL', 'DEFAULT_ITERATIONS', 'DEFAULT_BATCH_SIZE', 'DEFAULT_EVAL_EVERY', 'DEFAULT_EVAL_SIZE',
            'DEFAULT_CHECKPOINT_EVERY', 'DEFAULT_CHUNK_SIZE', 'DEFAULT_SAMPLE_SIZE', 'MODELS', 'GUIDANCE_MODES',
            'STRATEGIES', 'GENERATE_FORMATS', 'PROMPT_MODELS', 'TRANSFORM_NAMES', 'COMMANDS', 'UsageError',
            'error_message', 'positive_count', 'evaluation_count', 'transform_option', 'non_negative_number',
@@ -36,6 +36,7 @@ __all__ = ['logger', 'DEFAULT_ITERATIONS', 'DEFAULT_BATCH_SIZE', 'DEFAULT_EVAL_E
 # %% ../nbs/07_cli.ipynb #c69d8627
 # 10,000 iterations of the vanilla GAN on the bundled sample, with an evaluation every 250, took 84 s on
 # 2 cores of an AMD EPYC machine (2026-12-04), well inside the main job's 10-minute budget.
+DEFAULT_MODEL = "vanilla"  # model of a new run when --model is not given
 DEFAULT_ITERATIONS = 10_000  # iterations of the main job, `muon-gan train` with no options
 DEFAULT_BATCH_SIZE = 100  # real muons per discriminator batch, as in the study
 DEFAULT_EVAL_EVERY = 250  # iterations between two XGBoost evaluations, the study's cadence
@@ -230,7 +231,7 @@ def _add_train_command(commands, parents: list[argparse.ArgumentParser]):
                          help="GAN to train: vanilla (binary cross-entropy), wgan-gp (Wasserstein with "
                               "gradient penalty), guided (importance-score guidance), or prompt and "
                               "prompt-wgan-gp (vanilla and WGAN-GP that also learn the prompt label, with "
-                              "prompt muons at x = y = 0 exactly) (default: vanilla)")
+                              f"prompt muons at x = y = 0 exactly) (default: {DEFAULT_MODEL})")
     command.add_argument("--guidance", choices=GUIDANCE_MODES, default=None,
                          help="guidance mode of --model guided: classifier importances steer the noise or the "
                               "discriminator's view of the features, or its confidence weights the muons "
@@ -506,7 +507,7 @@ def _check_run_folder(out: Path, force: bool, resume: bool):
                          "continue its training, or choose another --out")
 
 
-def _train_options(arguments: argparse.Namespace) -> dict:
+def _train_options(arguments: argparse.Namespace, model: str) -> dict:
     "The guided model's options given on the command line, checked against --model."
     names = {"--guidance": "mode", "--alpha": "alpha",  # keyword arguments of GuidedGAN
              "--refresh-every": "refresh_every", "--refresh-size": "refresh_size"}  # and of training.train
@@ -514,8 +515,7 @@ def _train_options(arguments: argparse.Namespace) -> dict:
              (("--guidance", "guidance"), ("--alpha", "alpha"), ("--refresh-every", "refresh_every"),
               ("--refresh-size", "refresh_size"))
              if getattr(arguments, name) is not None}
-    if given and arguments.model != "guided":
-        model = arguments.model or "vanilla"
+    if given and model != "guided":
         raise UsageError(f"{', '.join(given)} applies only to --model guided, not --model {model}: "
                          "add --model guided or drop the option")
     return {names[option]: value for option, value in given.items()}
@@ -563,12 +563,13 @@ def _train_arguments(arguments: argparse.Namespace) -> dict:
         raise UsageError("--transform-option sets an option of --transform: add --transform NAME, such as "
                          "--transform kde")
     transform_options = dict(arguments.transform_option or [])
-    return dict(model=arguments.model or "vanilla", data=arguments.data, sample_size=arguments.sample_size,
+    model = arguments.model or DEFAULT_MODEL
+    return dict(model=model, data=arguments.data, sample_size=arguments.sample_size,
                 iterations=arguments.iterations or DEFAULT_ITERATIONS, batch_size=arguments.batch_size,
                 seed=arguments.seed, eval_every=arguments.eval_every, eval_size=arguments.eval_size,
                 checkpoint_every=arguments.checkpoint_every, weighted=arguments.weighted,
                 strategy=None if arguments.strategy == "none" else arguments.strategy, stream=arguments.stream,
-                transform=arguments.transform, drop_invalid=arguments.drop_invalid, **_train_options(arguments),
+                transform=arguments.transform, drop_invalid=arguments.drop_invalid, **_train_options(arguments, model),
                 **({"transform_options": transform_options} if transform_options else {}),
                 **({} if arguments.ema_decay is None else {"ema_decay": arguments.ema_decay}))
 
@@ -617,13 +618,15 @@ def _run_train(arguments: argparse.Namespace) -> int:
     if resume and (given := _options_given_with_resume(arguments)):
         raise UsageError(f"--resume continues {arguments.out} with the options it was trained with, and only "
                          f"--iterations may change; drop {', '.join(given)}, or train a new run with another --out")
-    out = Path(arguments.out or f"runs/{arguments.model or 'vanilla'}-{datetime.now():%Y%m%d-%H%M%S}")
+    if not resume:
+        options = _train_arguments(arguments)
+    # --resume always names the folder; a new run without --out gets one named after its model.
+    out = Path(arguments.out or f"runs/{options['model']}-{datetime.now():%Y%m%d-%H%M%S}")
     arguments.out = str(out)  # the message of an interrupted run names this folder
     _check_run_folder(out, arguments.force, resume)
     if resume:
         options = _resume_arguments(out, arguments.iterations)
     else:
-        options = _train_arguments(arguments)
         _check_data(arguments.data, arguments.sample_size, arguments.seed, arguments.stream, arguments.drop_invalid)
 
     _start_tensorflow()

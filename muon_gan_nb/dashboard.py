@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import io
-import json
 import logging
 import math
 import threading
@@ -26,7 +25,7 @@ from .data import (FEATURE_UNITS, FEATURES, MIN_EVALUATION_MUONS, MUON_PDG, Inva
                               check_count)
 from .features import FeatureTransform, load_transform
 from .preprocessing import MuonScaler
-from .runs import _BlockGenerator, _generate_sample
+from .runs import _BlockGenerator, _generate_sample, _read_json
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +185,7 @@ class _MonitorChecks:
     "The numbers behind the monitor: generation, histograms, the quick classifier test, convergence."
 
     def _find_conversion(self) -> tuple[MuonScaler, FeatureTransform | None, float]:
-        "Find the scaler, feature transform and μ+ fraction that make the generator's output muons (see the class notes)."
+        "Find the scaler, feature transform and μ+ fraction that turn generator rows into muons (see the class notes)."
         folder = self.run_folder if self.run_folder is not None else self._train_folder
         transform = self.transform
         if transform is None and folder is not None and (folder / "transform.json").is_file():
@@ -202,8 +201,7 @@ class _MonitorChecks:
         # A run's charges follow the μ+ fraction of its training muons, which train records in options.json.
         mu_plus_fraction = self._mu_plus_fraction
         if folder is not None and (folder / "options.json").is_file():
-            options = json.loads((folder / "options.json").read_text())
-            mu_plus_fraction = options.get("mu_plus_fraction", mu_plus_fraction)
+            mu_plus_fraction = _read_json(folder / "options.json", "options").get("mu_plus_fraction", mu_plus_fraction)
         return scaler, transform, mu_plus_fraction
 
     def generate(self) -> MuonSample:

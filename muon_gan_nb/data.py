@@ -240,7 +240,8 @@ def _build_sample(source: str,  # file name for messages
                   rows: np.ndarray | None = None,  # (N,) row numbers in the file; 0..N-1 when None
                   drop_invalid: bool = False,  # drop rows with a wrong PDG id or zero momentum
                   # the remedy the message of invalid rows ends with
-                  fix: str = "Remove those rows, or drop them with drop_invalid=True (--drop-invalid on the command line)",
+                  fix: str = ("Remove those rows, or drop them with drop_invalid=True "
+                              "(--drop-invalid on the command line)"),
                   ) -> MuonSample:
     "Check loaded rows (finite values, PDG ±13, non-zero momentum) and build a float32 `MuonSample`."
     features = np.asarray(features)

@@ -238,8 +238,8 @@ class SampleExplorer(_ExplorerPanel):
             if min(len(real), len(generated)) < MIN_EVALUATION_MUONS:
                 raise InvalidInputError(
                     f"The {self.selection} selection leaves {len(real)} real muons and {len(generated)} of "
-                    f"{name}; the evaluation needs {MIN_EVALUATION_MUONS} of each. Choose another selection or, for generated "
-                    "prompt muons, a prompt_tolerance above 0 cm")
+                    f"{name}; the evaluation needs {MIN_EVALUATION_MUONS} of each. Choose another selection or, "
+                    "for generated prompt muons, a prompt_tolerance above 0 cm")
             reports[name] = evaluation.evaluate_fidelity(real, generated, n=self.sample_size, seed=self.seed,
                                                          bootstrap=0, distances=False)
             logger.info("explorer: %s (%s muons): %s", name, self.selection, reports[name].summary())

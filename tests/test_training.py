@@ -583,6 +583,7 @@ def test_train_defaults_match_cli():
     assert defaults["eval_every"] == cli.DEFAULT_EVAL_EVERY
     assert defaults["eval_size"] == cli.DEFAULT_EVAL_SIZE
     assert defaults["checkpoint_every"] == cli.DEFAULT_CHECKPOINT_EVERY
+    assert defaults["model"] == cli.DEFAULT_MODEL
 
 
 def test_cli_trains_guided_with_transform(toy_file, tmp_path, capsys):
