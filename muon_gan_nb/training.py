@@ -721,8 +721,9 @@ def _record_stop(out: Path, metrics: dict, convergence: dict, seconds: float, it
                  error: BaseException):
     "Write metrics.json for a run that Ctrl-C or an error stopped, naming its newest checkpoint."
     # The command line records Ctrl-C itself, because XGBoost turns a KeyboardInterrupt into an XGBoostError.
-    interrupted = isinstance(error, KeyboardInterrupt) or getattr(sys.modules.get("muon_gan_nb.cli"),
-                                                                  "_interrupted", False)
+    # Run as `python -m muon_gan_nb.cli`, its module is __main__, so both names are looked up.
+    interrupted = isinstance(error, KeyboardInterrupt) or any(
+        getattr(sys.modules.get(name), "_interrupted", False) for name in ("muon_gan_nb.cli", "__main__"))
     if interrupted:
         status, key, details = "interrupted", "interruption", {"iteration": iteration}
     else:
