@@ -11,6 +11,7 @@ import logging
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import keras
@@ -23,8 +24,8 @@ logger = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['logger', 'THREAD_VARIABLES', 'PHILOX', 'NORMALS_PER_COUNTER', 'GAN_MODELS', 'configure_cpu_threads', 'run_in_threads',
-           'build_generator', 'build_discriminator', 'noise_rows', 'row_slices', 'register_gan', 'FusedAdam', 'MuonGAN',
-           'VanillaGAN', 'WGANGP', 'make_gan']
+           'build_generator', 'build_discriminator', 'noise_rows', 'row_slices', 'StreamNoise', 'register_gan',
+           'FusedAdam', 'MuonGAN', 'VanillaGAN', 'WGANGP', 'make_gan']
 
 # %% ../nbs/02_models.ipynb #4562808a
 THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")  # when the user sets one, theirs applies
@@ -176,6 +177,15 @@ def row_slices(count: int,  # rows to cover
     per_slice = -(-count // (NORMALS_PER_COUNTER * parts)) * NORMALS_PER_COUNTER
     return [(start, min(per_slice, count - start)) for start in range(0, count, per_slice)] if count > 0 else []
 
+
+@dataclass
+class StreamNoise:
+    "Noise of some blocks of a generation stream, drawn once (`MuonGAN.stream_noise`) to make muons from again."
+    pieces: list  # (row in the stacked output, block, first row in the block, rows) of each row slice
+    rows: int  # rows in all
+    noise: list  # one (rows, noise_dim) float32 tensor per piece
+
+
 # %% ../nbs/02_models.ipynb #6fe4172a
 GAN_MODELS: dict[str, type] = {}  # model name (as `make_gan` takes it) -> MuonGAN subclass
 
@@ -268,7 +278,9 @@ class MuonGAN(keras.Model):
         self.seed_generator = keras.random.SeedGenerator(seed, name="noise_seed_generator")
         self.generator_loss_tracker = keras.metrics.Mean(name="generator_loss")
         self.discriminator_loss_tracker = keras.metrics.Mean(name="discriminator_loss")
-        self._generation_function = None
+        self._generation_function = None  # compiled: noise rows of a stream -> scaled muons
+        self._noise_function = None  # compiled: given noise -> scaled muons
+        self.batch_drawer = None  # set by `fit_drawn`: turns a step number into a batch of real muons
         self.built = True  # both networks are built, so the GAN has all its variables
 
     @classmethod
@@ -427,6 +439,31 @@ class MuonGAN(keras.Model):
         noise = noise_rows(start, count, self.noise_dim, seed)
         return self.sampling_generator(self.adjust_noise(noise), training=False)
 
+    def _generate_from_noise(self, noise):
+        return self.sampling_generator(self.adjust_noise(noise), training=False)
+
+    @staticmethod
+    def _stream_slices(blocks: Iterable[tuple[int, int]]) -> tuple[list[tuple[int, int, int, int]], int]:
+        "(row in the stacked output, block, first row in the block, rows) of each row slice, and the rows in all."
+        # Each block is cut into one row slice per core, and each slice is a graph call of its own, run from
+        # its own Python thread. A compiled call computes every row as it would in a call on the whole block.
+        pieces, stacked = [], 0
+        for block, rows in blocks:
+            pieces += [(stacked + start, block, start, size) for start, size in row_slices(rows)]
+            stacked += rows
+        return pieces, stacked
+
+    def _fill_rows(self, pieces: list, stacked: int, make_rows: Callable[[int], tf.Tensor]) -> np.ndarray:
+        "Stack `make_rows(i)` for each piece i at its row, calling it from one thread per core."
+        features = np.empty((stacked, self.n_features), np.float32)
+
+        def fill(index: int):
+            at, size = pieces[index][0], pieces[index][3]
+            features[at:at + size] = make_rows(index).numpy()
+
+        run_in_threads(fill, range(len(pieces)))
+        return features
+
     def stream_rows(self,
                     seed: int,  # seed of the stream; block k draws its noise with the seed pair (seed, k)
                     blocks: Iterable[tuple[int, int]],  # (block number k, rows): the first `rows` rows of block k
@@ -435,21 +472,29 @@ class MuonGAN(keras.Model):
         if self._generation_function is None:
             self._generation_function = tf.function(self._generate_rows, input_signature=[
                 tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64), tf.TensorSpec([2], tf.int64)])
-        # Each block is cut into one row slice per core, and each slice is a graph call of its own, run from
-        # its own Python thread. A compiled call computes every row as it would in a call on the whole block.
-        pieces, stacked = [], 0
-        for block, rows in blocks:
-            pieces += [(stacked + start, block, start, size) for start, size in row_slices(rows)]
-            stacked += rows
-        features = np.empty((stacked, self.n_features), np.float32)
+        pieces, stacked = self._stream_slices(blocks)
+        return self._fill_rows(pieces, stacked, lambda index: self._generation_function(
+            tf.constant(pieces[index][2], tf.int64), tf.constant(pieces[index][3], tf.int64),
+            tf.constant([seed, pieces[index][1]], tf.int64)))
 
-        def fill(piece: tuple[int, int, int, int]):
-            at, block, start, size = piece
-            features[at:at + size] = self._generation_function(
-                tf.constant(start, tf.int64), tf.constant(size, tf.int64), tf.constant([seed, block], tf.int64)).numpy()
+    def stream_noise(self,
+                     seed: int,  # seed of the stream, as `stream_rows` takes it
+                     blocks: Iterable[tuple[int, int]],  # (block number k, rows), as `stream_rows` takes them
+                     ) -> "StreamNoise":
+        "Draw the noise of `stream_rows(seed, blocks)` once, to make muons from it again and again."
+        pieces, stacked = self._stream_slices(blocks)
+        noise = [noise_rows(start, size, self.noise_dim, tf.constant([seed, block], tf.int64))
+                 for _, block, start, size in pieces]
+        return StreamNoise(pieces, stacked, noise)
 
-        run_in_threads(fill, pieces)
-        return features
+    def rows_from_noise(self,
+                        noise: "StreamNoise",  # noise drawn by `stream_noise`
+                        ) -> np.ndarray:
+        "The scaled muons the generator makes now from `noise`: those `stream_rows` returns for its seed and blocks."
+        if self._noise_function is None:
+            self._noise_function = tf.function(self._generate_from_noise, input_signature=[
+                tf.TensorSpec([None, self.noise_dim], tf.float32)])
+        return self._fill_rows(noise.pieces, noise.rows, lambda index: self._noise_function(noise.noise[index]))
 
     def generate_scaled(self,
                         n: int,  # number of muons to generate

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import math
 import logging
 import os
 import platform
@@ -23,6 +24,7 @@ from .checkpoints import checkpoint_iteration, list_checkpoints
 from .data import FEATURES, MUON_PDG, InvalidInputError, MuonSample, check_count, write_json
 from .features import FeatureTransform, load_transform
 import muon_gan_nb.models  # noqa: F401  sizes TensorFlow's thread pools before TensorFlow starts
+from .models import StreamNoise
 from .preprocessing import MuonScaler
 from .writers import MuonWriter, shard_counts, shard_paths
 
@@ -71,6 +73,11 @@ class _BlockGenerator:
         offset = start - first * self.block
         return rows[offset:offset + count]
 
+    def stream_noise(self, count: int, seed: int) -> StreamNoise:
+        "The noise of rows [0, count) of the stream seeded by `seed`, drawn once, for `_generate_sample(noise=)`."
+        return self.model.stream_noise(seed, [(block, min(self.block, count - block * self.block))
+                                              for block in range(math.ceil(count / self.block))])
+
     def pdg(self, start: int, count: int, seed: int, mu_plus_fraction: float) -> np.ndarray:
         "PDG ids of the same rows: -13 with probability `mu_plus_fraction`, else 13."
         first, last = start // self.block, (start + count - 1) // self.block
@@ -106,10 +113,17 @@ def rows_to_muons(model,  # the GAN whose generator made `rows` (a MuonGAN)
 
 
 def _generate_sample(blocks: _BlockGenerator, scaler: MuonScaler, mu_plus_fraction: float, start: int,
-                     count: int, seed: int, source: str, transform: FeatureTransform | None = None) -> MuonSample:
-    "Rows [start, start + count) of the muon stream seeded by `seed`, in cm and GeV/c."
-    return rows_to_muons(blocks.model, blocks.features(start, count, seed), scaler, transform,
-                         blocks.pdg(start, count, seed, mu_plus_fraction), source)
+                     count: int, seed: int, source: str, transform: FeatureTransform | None = None,
+                     noise: StreamNoise | None = None) -> MuonSample:
+    "Rows [start, start + count) of the muon stream seeded by `seed`, in cm and GeV/c, from `noise` if it was drawn."
+    if noise is None:
+        rows = blocks.features(start, count, seed)
+    elif start == 0 and noise.rows == count:
+        rows = blocks.model.rows_from_noise(noise)
+    else:
+        raise ValueError(f"noise of {noise.rows} rows cannot make rows [{start}, {start + count})")
+    return rows_to_muons(blocks.model, rows, scaler, transform, blocks.pdg(start, count, seed, mu_plus_fraction),
+                         source)
 
 
 def _derived_seed(*entropy: int) -> int:
