@@ -99,17 +99,17 @@ def _timed_repeats(run, iterations: int, repeats: int) -> dict:
 
 def ours_bare(model: str, data: dict, iterations: int, steps_per_execution: int = 25, jit_compile="auto",
               repeats: int = BARE_REPEATS) -> dict:
-    "Iterations per second of MuonGAN.fit on in-graph sampled batches, no callbacks, after a warm-up call."
+    "Iterations per second of MuonGAN.fit_drawn (as `train` calls it), no callbacks, after a warm-up call."
     from muon_gan_nb.models import make_gan
-    from muon_gan_nb.batches import sample_batches
+    from muon_gan_nb.batches import batch_drawer
 
     gan = make_gan(model, seed=0)
     gan.compile(steps_per_execution=steps_per_execution, jit_compile=jit_compile)
     rows = 100 * int(getattr(gan, "real_batches_per_step", 1))
-    batches = sample_batches(data["train_scaled"], rows, seed=0)
-    gan.fit(batches, steps_per_epoch=2 * steps_per_execution, epochs=1, verbose=0, shuffle=False)  # trace
+    draw = batch_drawer(data["train_scaled"], rows, seed=0)
+    gan.fit_drawn(draw, steps_per_epoch=2 * steps_per_execution, epochs=1, verbose=0)  # trace
     iterations = max(steps_per_execution, iterations // steps_per_execution * steps_per_execution)
-    timing = _timed_repeats(lambda: gan.fit(batches, steps_per_epoch=iterations, epochs=1, verbose=0, shuffle=False),
+    timing = _timed_repeats(lambda: gan.fit_drawn(draw, steps_per_epoch=iterations, epochs=1, verbose=0),
                             iterations, repeats)
     return {**timing, "steps_per_execution": steps_per_execution, "jit_compile": str(jit_compile)}
 

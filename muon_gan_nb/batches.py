@@ -11,7 +11,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -22,7 +22,7 @@ from .preprocessing import MuonScaler
 logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['logger', 'sample_batches', 'SplitScan', 'scan_split_files', 'stream_batches']
+__all__ = ['logger', 'batch_drawer', 'sample_batches', 'SplitScan', 'scan_split_files', 'stream_batches']
 
 # %% ../nbs/06_batches.ipynb #6f2d02f4
 def _without_autotune(dataset: tf.data.Dataset) -> tf.data.Dataset:
@@ -36,13 +36,12 @@ def _without_autotune(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset.with_options(options)
 
 
-def sample_batches(features: np.ndarray,  # (N, d) scaled training features
-                   rows: int,  # rows per batch: batch size times the model's real batches per step
-                   seed: int = 0,  # seed of the draw
-                   start_step: int = 0,  # index of the first batch, to resume where a run stopped
-                   weights: np.ndarray | None = None,  # (N,) muon weights; None draws uniformly
-                   ) -> tf.data.Dataset:
-    "An endless dataset of `rows`-row batches drawn with replacement from `features`; batch k depends only on (seed, k)."
+def batch_drawer(features: np.ndarray,  # (N, d) scaled training features
+                 rows: int,  # rows per batch: batch size times the model's real batches per step
+                 seed: int = 0,  # seed of the draw
+                 weights: np.ndarray | None = None,  # (N,) muon weights; None draws uniformly
+                 ) -> Callable[[tf.Tensor], tf.Tensor]:
+    "The graph function that turns a batch number k (int64 scalar) into its `rows` rows, drawn with replacement by (seed, k)."
     rows = check_count("rows", rows)
     features = tf.convert_to_tensor(np.asarray(features, dtype=np.float32))
     size = int(features.shape[0])
@@ -59,7 +58,7 @@ def sample_batches(features: np.ndarray,  # (N, d) scaled training features
         cumulative = tf.constant(cumulative / cumulative[-1])
 
     def draw(step):
-        step_seed = tf.stack([tf.constant(seed, tf.int64), step])
+        step_seed = tf.stack([tf.constant(seed, tf.int64), tf.cast(step, tf.int64)])
         if cumulative is None:
             index = tf.random.stateless_uniform([rows], seed=step_seed, maxval=size, dtype=tf.int64)
         else:
@@ -67,10 +66,20 @@ def sample_batches(features: np.ndarray,  # (N, d) scaled training features
             index = tf.minimum(tf.searchsorted(cumulative, uniform, side="right"), size - 1)
         return tf.gather(features, index)
 
-    # NOTE: drawing 100 indices and gathering them takes about 12 µs, but handing each batch through tf.data
-    # adds about 100 µs, 4 % of a vanilla step on 2 AMD EPYC cores. Drawing inside the training step would
-    # save most of it. Prefetching and a parallel map gained nothing beyond the noise of the measurement.
-    return _without_autotune(tf.data.Dataset.counter(start_step).map(draw))
+    return draw
+
+
+def sample_batches(features: np.ndarray,  # (N, d) scaled training features
+                   rows: int,  # rows per batch: batch size times the model's real batches per step
+                   seed: int = 0,  # seed of the draw
+                   start_step: int = 0,  # index of the first batch, to resume where a run stopped
+                   weights: np.ndarray | None = None,  # (N,) muon weights; None draws uniformly
+                   ) -> tf.data.Dataset:
+    "An endless dataset of `rows`-row batches drawn with replacement from `features`; batch k depends only on (seed, k)."
+    # `train` draws the same batches inside its fused training steps (`MuonGAN.fit_drawn`), which saves
+    # tf.data's hand-over of each batch; this dataset serves everything else that takes batches.
+    return _without_autotune(tf.data.Dataset.counter(start_step).map(batch_drawer(features, rows, seed, weights)))
+
 
 # %% ../nbs/06_batches.ipynb #a7687730
 def _split_files(pattern) -> list[Path]:

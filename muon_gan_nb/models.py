@@ -280,7 +280,8 @@ class MuonGAN(keras.Model):
         self.discriminator_loss_tracker = keras.metrics.Mean(name="discriminator_loss")
         self._generation_function = None  # compiled: noise rows of a stream -> scaled muons
         self._noise_function = None  # compiled: given noise -> scaled muons
-        self.batch_drawer = None  # set by `fit_drawn`: turns a step number into a batch of real muons
+        self._batch_drawer = None  # set during `fit_drawn`: batch number -> real rows, inside the graph
+        self._train_function_drawer = None  # the drawer that `train_function` was built for
         self.built = True  # both networks are built, so the GAN has all its variables
 
     @classmethod
@@ -382,6 +383,52 @@ class MuonGAN(keras.Model):
                                         "a GAN has no targets")
             y = sample_weight
         return super().fit(x, y, *args, **kwargs)
+
+    def fit_drawn(self,
+                  draw: Callable[[tf.Tensor], tf.Tensor],  # batch number k (int64) -> real rows of batch k (`batches.batch_drawer`)
+                  start_step: int = 0,  # number of the first batch, to resume where a run stopped
+                  **fit_options):  # options of keras.Model.fit: steps_per_epoch (required), epochs, callbacks, verbose
+        "Train on batches that `draw` makes inside the graph: `steps_per_execution` steps per call, with no tf.data hand-over per step."
+        from muon_gan_nb.batches import _without_autotune
+        steps, per_epoch = int(self.steps_per_execution), fit_options.get("steps_per_epoch")
+        if not per_epoch or per_epoch % steps:
+            raise InvalidInputError(f"fit_drawn needs steps_per_epoch as a multiple of steps_per_execution={steps} "
+                                    f"(its batches never run out), got {per_epoch!r}")
+        # XLA and distribution strategies keep Keras's own loop, fed one drawn batch per step.
+        fused = not (self.run_eagerly or self.jit_compile or self.distribute_strategy.num_replicas_in_sync > 1)
+        if fused:  # one element per graph call: the number of its first batch
+            numbers = tf.data.Dataset.range(start_step, 2**62, steps)
+        else:
+            numbers = tf.data.Dataset.range(start_step, 2**62).map(draw)
+        self._batch_drawer = draw if fused else None
+        try:
+            return self.fit(_without_autotune(numbers), shuffle=False, **fit_options)
+        finally:
+            self._batch_drawer = None
+
+    def make_train_function(self, force=False):
+        "Keras's training function, or during `fit_drawn` one graph call that draws and trains `steps_per_execution` batches."
+        draw = self._batch_drawer
+        # A function built for one drawer serves later fits with the same drawer, without tracing again.
+        if self.train_function is not None and not force and self._train_function_drawer is draw:
+            return self.train_function
+        self._train_function_drawer = draw
+        if draw is None:
+            return super().make_train_function(force=True)
+        steps = int(self.steps_per_execution)
+
+        # Keras's own loop calls each step as a function of its own inside a while loop, and TensorFlow did not
+        # inline it; here the steps' operations sit in the loop body. With the draw inside the graph too, a
+        # vanilla step took about 0.13 ms less on 2 cores (2.12 ms against 2.25 ms, in turns in one process).
+        def fused_steps(iterator):
+            first = next(iterator)
+            logs = self.train_step(draw(first))
+            for step in tf.range(1, steps, dtype=tf.int64):
+                logs = self.train_step(draw(first + step))
+            return logs
+
+        self.train_function = tf.function(fused_steps, reduce_retracing=True)
+        return self.train_function
 
     def get_compile_config(self) -> dict:
         if not getattr(self, "compiled", False):

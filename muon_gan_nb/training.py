@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from .batches import SplitScan, sample_batches, scan_split_files, stream_batches
+from .batches import SplitScan, batch_drawer, scan_split_files, stream_batches
 from .checkpoints import checkpoint_iteration, list_checkpoints, restore_checkpoint, save_checkpoint
 from .data import (FEATURES, MIN_EVALUATION_MUONS, MUON_PDG, InvalidInputError, MuonSample, _fsync_file,
                               atomic_write, check_count, json_safe, load_default_sample, load_muons, write_json)
@@ -472,15 +472,16 @@ def _load_run_data(options: dict, data, stored_scaler: MuonScaler | None,
                     model_options=model_options)
 
 
-def _real_batches(options: dict, run_data: _RunData, rows: int, start: int) -> tf.data.Dataset:
-    "The dataset of real training batches, from memory or streamed, starting at batch `start`."
+def _fit(gan, options: dict, run_data: _RunData, rows: int, start: int, **fit_options):
+    "Train `gan` on real batches from batch `start` on: drawn in the graph from memory, or streamed from files."
     if run_data.scan is not None:
-        return stream_batches(run_data.scan.files, run_data.scaler, rows, options["seed"],
-                              options["heldout_fraction"], start, options["weighted"])
+        batches = stream_batches(run_data.scan.files, run_data.scaler, rows, options["seed"],
+                                 options["heldout_fraction"], start, options["weighted"])
+        return gan.fit(batches, shuffle=False, **fit_options)
     # NOTE: weighted=True weights only these batches. The evaluations, their floor and the label fractions of the
     # prompt-aware models count every muon once, so a weighted run is judged against the unweighted sample.
     weights = run_data.train.weight if options["weighted"] else None
-    return sample_batches(run_data.training_rows, rows, options["seed"], start, weights)
+    return gan.fit_drawn(batch_drawer(run_data.training_rows, rows, options["seed"], weights), start, **fit_options)
 
 
 def _build_gan(options: dict, strategy: tf.distribute.Strategy, steps_per_execution: int,
@@ -682,8 +683,8 @@ def train(model: str = "vanilla",  # "vanilla", "wgan-gp", "guided", "prompt" or
                     "%d replica(s))", run_id, options["model"], start, target, epoch_length, steps,
                     distribution.num_replicas_in_sync)
         try:
-            gan.fit(_real_batches(options, run_data, rows, start), steps_per_epoch=epoch_length,
-                    epochs=(target - start) // epoch_length, callbacks=run_callbacks, shuffle=False, verbose=0)
+            _fit(gan, options, run_data, rows, start, steps_per_epoch=epoch_length,
+                 epochs=(target - start) // epoch_length, callbacks=run_callbacks, verbose=0)
         except BaseException as error:
             _record_stop(out, metrics, convergence, seconds_before + time.perf_counter() - started,
                          state.iteration, error)

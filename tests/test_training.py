@@ -461,7 +461,7 @@ def test_transform_run_generates_physical_muons(transform, model, toy_file, tmp_
     # Judged in physical units: the recorded AUC is that of the physical muons against the held-out ones.
     final = run.metrics["evaluations"][-1]
     assert final["iteration"] == 100
-    again = evaluate_fidelity(run.heldout(), run.generate_range(0, 400, _evaluation_seed(run, 100)), n=400,
+    again = evaluate_fidelity(run.heldout(), run.generate_range(0, 400, run.metrics["evaluation_seed"]), n=400,
                               seed=4, floor=False, **FAST_EVALUATION)
     np.testing.assert_allclose(again.auc, final["auc"], rtol=1e-6)
 
@@ -501,12 +501,6 @@ def test_unusable_data_keeps_earlier_run(tmp_path):
     with pytest.raises(InvalidInputError, match="held out"):
         train(data=toy_muons(50), out=out, iterations=10, force=True, **SMALL)
     assert (out / "metrics.json").read_text() == '{"status": "completed"}'
-
-
-def _evaluation_seed(run: TrainedRun, iteration: int) -> int:
-    "The noise seed of the run's evaluation at `iteration`."
-    from muon_gan_nb.training import _derived_seed
-    return _derived_seed(run.options["seed"], iteration)
 
 
 def test_prompt_aware_run(toy_file, tmp_path):
