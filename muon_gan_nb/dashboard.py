@@ -411,7 +411,7 @@ class TrainingMonitor(_MonitorChecks, _MonitorPanel, keras.callbacks.Callback):
                  transform: FeatureTransform | None = None,  # the run's fitted feature transform; None: run folder
                  run_folder: str | Path | None = None,  # run folder whose scaler.json and transform.json to use
                  max_overhead: float | None = 0.05,  # postpone refreshes above this fraction of time; None: never
-                 start_iteration: int = 0,  # iterations trained before this fit, when resuming
+                 start_iteration: int = 0,  # iterations trained before the first fit, when resuming
                  seed: int = 0,  # seed of the generated muons and of the classifier
                  interactive: bool | None = None,  # build widgets; None: only in a Jupyter kernel
                  ):
@@ -477,6 +477,7 @@ class TrainingMonitor(_MonitorChecks, _MonitorPanel, keras.callbacks.Callback):
         self._started: float | None = None
         self._next_refresh = self.start_iteration + self.every
         self._epoch, self._steps_per_epoch = 0, None
+        self._fit_start, self._fits = self.start_iteration, 0  # iteration at which the current fit began; fits seen
         # the scaler, transform and μ+ fraction of the current fit, found when it starts
         self._conversion: tuple[MuonScaler, FeatureTransform | None, float] | None = None
         self._train_folder: Path | None = None  # the folder training.train writes, set by set_run_folder
@@ -526,6 +527,9 @@ class TrainingMonitor(_MonitorChecks, _MonitorPanel, keras.callbacks.Callback):
                                     f"prompt-aware GANs), got a {type(self.model).__name__} without generate_scaled")
         self._steps_per_epoch = (self.params or {}).get("steps")
         self._started, self.refresh_seconds, self.callback_seconds = time.perf_counter(), 0.0, 0.0
+        if self._fits:  # a later fit counts on from the model's own iteration count, which a resume restores
+            self._continue_from(int(self.model.generator_optimizer.iterations))
+        self._fits += 1
         self._conversion = self._find_conversion()
         # Forget the folder: the next train call sets it again, and a later plain fit must not read this run's files.
         self._train_folder = None
@@ -535,12 +539,24 @@ class TrainingMonitor(_MonitorChecks, _MonitorPanel, keras.callbacks.Callback):
         logger.info("monitor: training started at iteration %d; refreshing every %d iterations",
                     self.iteration, self.every)
 
+    def _continue_from(self, iteration: int):
+        "Start counting at `iteration`, forgetting losses and checks recorded after it (a resume went back)."
+        with self._lock:
+            still_valid = sum(1 for recorded in self.iterations if recorded <= iteration)
+            del self.iterations[still_valid:]
+            for values in self.losses.values():
+                del values[still_valid:]
+            self.checks = [check for check in self.checks if check["iteration"] <= iteration]
+            self.run_evaluations = [entry for entry in self.run_evaluations if entry["iteration"] <= iteration]
+        self.iteration = self._fit_start = iteration
+        self._next_refresh = (self.checks[-1]["iteration"] if self.checks else iteration) + self.every
+
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
         started = time.perf_counter()
-        self.iteration = self.start_iteration + self._epoch * (self._steps_per_epoch or 0) + batch + 1
+        self.iteration = self._fit_start + self._epoch * (self._steps_per_epoch or 0) + batch + 1
         logs = logs or {}
         with self._lock:
             self.iterations.append(self.iteration)

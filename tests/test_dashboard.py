@@ -192,6 +192,28 @@ def test_monitor_controls_with_model_fit(muons):
     assert [row["source"] for row in monitor.convergence_state()] == ["monitor estimate", "monitor estimate"]
 
 
+
+def test_monitor_reused_for_later_fits(muons):
+    scaler = MuonScaler().fit(muons.features)
+    gan = make_gan("vanilla", seed=3, **SMALL_NETWORKS)
+    gan.compile(steps_per_execution=5)
+    monitor = TrainingMonitor(muons, every=10, sample_size=1_000, evaluation_size=300, scaler=scaler,
+                              max_overhead=None, interactive=False)
+    batches = sample_batches(scaler.transform(muons.features), rows=100)
+    gan.fit(batches, epochs=2, steps_per_epoch=10, callbacks=[monitor], verbose=0)
+    # A second fit continues the count instead of starting again at start_iteration.
+    gan.fit(batches, epochs=1, steps_per_epoch=10, callbacks=[monitor], verbose=0)
+    assert monitor.iteration == 30
+    assert monitor.iterations == list(range(5, 31, 5))
+    assert [check["iteration"] for check in monitor.checks] == [10, 20, 30]
+    # A fit from an earlier state, as after resuming from a checkpoint, drops the records made after that state.
+    gan.generator_optimizer.iterations.assign(10)
+    gan.fit(batches, epochs=1, steps_per_epoch=15, callbacks=[monitor], verbose=0)
+    assert monitor.iterations == [5, 10, 15, 20, 25]
+    assert len(monitor.losses["discriminator_loss"]) == 5
+    assert [check["iteration"] for check in monitor.checks] == [10, 20, 25]
+    assert [row["checks"] for row in monitor.convergence_state()] == [3, 3]
+
 def test_overhead_guard_postpones_refreshes(muons):
     scaler = MuonScaler().fit(muons.features)
     gan = make_gan("vanilla", seed=4, **SMALL_NETWORKS)
