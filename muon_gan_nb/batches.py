@@ -76,8 +76,8 @@ def sample_batches(features: np.ndarray,  # (N, d) scaled training features
                    weights: np.ndarray | None = None,  # (N,) muon weights; None draws uniformly
                    ) -> tf.data.Dataset:
     "An endless dataset of `rows`-row batches drawn with replacement from `features`; batch k depends only on (seed, k)."
-    # `train` draws the same batches inside its fused training steps (`MuonGAN.fit_drawn`), which saves
-    # tf.data's hand-over of each batch; this dataset serves everything else that takes batches.
+    # `train` draws the same batches inside its fused training steps (`MuonGAN.fit_drawn`), without tf.data.
+    # This dataset serves every other caller that takes batches.
     return _without_autotune(tf.data.Dataset.counter(start_step).map(batch_drawer(features, rows, seed, weights)))
 
 

@@ -24,8 +24,8 @@ logger = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['logger', 'THREAD_VARIABLES', 'PHILOX', 'NORMALS_PER_COUNTER', 'GAN_MODELS', 'configure_cpu_threads', 'run_in_threads',
-           'build_generator', 'build_discriminator', 'noise_rows', 'row_slices', 'StreamNoise', 'register_gan',
-           'FusedAdam', 'MuonGAN', 'VanillaGAN', 'WGANGP', 'make_gan']
+           'build_generator', 'build_discriminator', 'noise_rows', 'row_slices', 'generation_chunks', 'StreamNoise',
+           'register_gan', 'FusedAdam', 'MuonGAN', 'VanillaGAN', 'WGANGP', 'make_gan']
 
 # %% ../nbs/02_models.ipynb #4562808a
 THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")  # when the user sets one, theirs applies
@@ -176,6 +176,13 @@ def row_slices(count: int,  # rows to cover
     parts = usable_cores() if parts is None else check_count("parts", parts)
     per_slice = -(-count // (NORMALS_PER_COUNTER * parts)) * NORMALS_PER_COUNTER
     return [(start, min(per_slice, count - start)) for start in range(0, count, per_slice)] if count > 0 else []
+
+
+def generation_chunks(n: int,  # muons to generate
+                      batch_size: int = 65_536,  # muons per chunk
+                      ) -> list[tuple[int, int]]:
+    "The (chunk k, rows) blocks of `MuonGAN.generate_scaled(n)`: chunk k holds rows [k * batch_size, ...)."
+    return [(chunk, min(batch_size, n - chunk * batch_size)) for chunk in range(math.ceil(n / batch_size))]
 
 
 @dataclass
@@ -385,10 +392,10 @@ class MuonGAN(keras.Model):
         return super().fit(x, y, *args, **kwargs)
 
     def fit_drawn(self,
-                  draw: Callable[[tf.Tensor], tf.Tensor],  # batch number k (int64) -> real rows of batch k (`batches.batch_drawer`)
+                  draw: Callable[[tf.Tensor], tf.Tensor],  # batch number k -> its real rows (`batches.batch_drawer`)
                   start_step: int = 0,  # number of the first batch, to resume where a run stopped
                   **fit_options):  # options of keras.Model.fit: steps_per_epoch (required), epochs, callbacks, verbose
-        "Train on batches that `draw` makes inside the graph: `steps_per_execution` steps per call, with no tf.data hand-over per step."
+        "Train on batches that `draw` makes inside the graph, `steps_per_execution` steps per call and no tf.data per step."
         from muon_gan_nb.batches import _without_autotune
         steps, per_epoch = int(self.steps_per_execution), fit_options.get("steps_per_epoch")
         if not per_epoch or per_epoch % steps:
@@ -407,7 +414,7 @@ class MuonGAN(keras.Model):
             self._batch_drawer = None
 
     def make_train_function(self, force=False):
-        "Keras's training function, or during `fit_drawn` one graph call that draws and trains `steps_per_execution` batches."
+        "Keras's training function; during `fit_drawn`, one graph call that draws and trains `steps_per_execution` batches."
         draw = self._batch_drawer
         # A function built for one drawer serves later fits with the same drawer, without tracing again.
         if self.train_function is not None and not force and self._train_function_drawer is draw:
@@ -417,9 +424,9 @@ class MuonGAN(keras.Model):
             return super().make_train_function(force=True)
         steps = int(self.steps_per_execution)
 
-        # Keras's own loop calls each step as a function of its own inside a while loop, and TensorFlow did not
-        # inline it; here the steps' operations sit in the loop body. With the draw inside the graph too, a
-        # vanilla step took about 0.13 ms less on 2 cores (2.12 ms against 2.25 ms, in turns in one process).
+        # Keras's own loop calls each step as a function of its own inside a while loop, which TensorFlow did not
+        # inline. Here the steps' operations sit in the loop body itself. Together with the draw in the graph,
+        # this made a vanilla step 0.13 ms shorter on 2 cores: 2.12 ms against 2.25 ms, timed in turns.
         def fused_steps(iterator):
             first = next(iterator)
             logs = self.train_step(draw(first))
@@ -482,12 +489,11 @@ class MuonGAN(keras.Model):
         "Noise for `n` generated muons as the generator sees it: `sample_noise` then the `adjust_noise` hook."
         return self.adjust_noise(self.sample_noise(n))
 
-    def _generate_rows(self, start, count, seed):
-        noise = noise_rows(start, count, self.noise_dim, seed)
-        return self.sampling_generator(self.adjust_noise(noise), training=False)
-
     def _generate_from_noise(self, noise):
         return self.sampling_generator(self.adjust_noise(noise), training=False)
+
+    def _generate_rows(self, start, count, seed):
+        return self._generate_from_noise(noise_rows(start, count, self.noise_dim, seed))
 
     @staticmethod
     def _stream_slices(blocks: Iterable[tuple[int, int]]) -> tuple[list[tuple[int, int, int, int]], int]:
@@ -527,7 +533,7 @@ class MuonGAN(keras.Model):
     def stream_noise(self,
                      seed: int,  # seed of the stream, as `stream_rows` takes it
                      blocks: Iterable[tuple[int, int]],  # (block number k, rows), as `stream_rows` takes them
-                     ) -> "StreamNoise":
+                     ) -> StreamNoise:
         "Draw the noise of `stream_rows(seed, blocks)` once, to make muons from it again and again."
         pieces, stacked = self._stream_slices(blocks)
         noise = [noise_rows(start, size, self.noise_dim, tf.constant([seed, block], tf.int64))
@@ -535,7 +541,7 @@ class MuonGAN(keras.Model):
         return StreamNoise(pieces, stacked, noise)
 
     def rows_from_noise(self,
-                        noise: "StreamNoise",  # noise drawn by `stream_noise`
+                        noise: StreamNoise,  # noise drawn by `stream_noise`
                         ) -> np.ndarray:
         "The scaled muons the generator makes now from `noise`: those `stream_rows` returns for its seed and blocks."
         if self._noise_function is None:
@@ -555,8 +561,7 @@ class MuonGAN(keras.Model):
         if seed is None:
             seed = int(keras.random.randint((), 0, 2**31 - 1, seed=self.seed_generator))
         # Chunk k contains rows [k * batch_size, ...) and draws its noise with the seed pair (seed, k).
-        return self.stream_rows(seed, [(chunk, min(batch_size, n - chunk * batch_size))
-                                       for chunk in range(math.ceil(n / batch_size))])
+        return self.stream_rows(seed, generation_chunks(n, batch_size))
 
 # %% ../nbs/02_models.ipynb #60dc07ca
 def _unpack_batch(data):

@@ -121,7 +121,8 @@ def _generate_sample(blocks: _BlockGenerator, scaler: MuonScaler, mu_plus_fracti
     elif start == 0 and noise.rows == count:
         rows = blocks.model.rows_from_noise(noise)
     else:
-        raise ValueError(f"noise of {noise.rows} rows cannot make rows [{start}, {start + count})")
+        raise ValueError(f"noise of {noise.rows} rows cannot make rows [{start}, {start + count}): draw it with "
+                         f"stream_noise({count}, seed)")
     return rows_to_muons(blocks.model, rows, scaler, transform, blocks.pdg(start, count, seed, mu_plus_fraction),
                          source)
 
