@@ -527,8 +527,13 @@ class TrainingMonitor(_MonitorChecks, _MonitorPanel, keras.callbacks.Callback):
                                     f"prompt-aware GANs), got a {type(self.model).__name__} without generate_scaled")
         self._steps_per_epoch = (self.params or {}).get("steps")
         self._started, self.refresh_seconds, self.callback_seconds = time.perf_counter(), 0.0, 0.0
-        if self._fits:  # a later fit counts on from the model's own iteration count, which a resume restores
-            self._continue_from(int(self.model.generator_optimizer.iterations))
+        # The model counts its generator updates, and a resume restores that count. A later fit counts on from it.
+        updates = int(self.model.generator_optimizer.iterations)
+        if self._fits:
+            self._continue_from(updates)
+        elif updates != self.start_iteration:
+            logger.warning("monitor: counting from start_iteration=%d, but the model has made %d generator updates; "
+                           "pass start_iteration=%d to count on from them", self.start_iteration, updates, updates)
         self._fits += 1
         self._conversion = self._find_conversion()
         # Forget the folder: the next train call sets it again, and a later plain fit must not read this run's files.

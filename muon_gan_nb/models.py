@@ -397,10 +397,14 @@ class MuonGAN(keras.Model):
                   **fit_options):  # options of keras.Model.fit: steps_per_epoch (required), epochs, callbacks, verbose
         "Train on batches that `draw` makes inside the graph, `steps_per_execution` steps per call and no tf.data per step."
         from muon_gan_nb.batches import _without_autotune
-        steps, per_epoch = int(self.steps_per_execution), fit_options.get("steps_per_epoch")
-        if not per_epoch or per_epoch % steps:
-            raise InvalidInputError(f"fit_drawn needs steps_per_epoch as a multiple of steps_per_execution={steps} "
-                                    f"(its batches never run out), got {per_epoch!r}")
+        steps = int(self.steps_per_execution)
+        start_step = check_count("start_step", start_step, minimum=0)
+        # The batches never run out, so Keras needs steps_per_epoch to end an epoch.
+        per_epoch = check_count("steps_per_epoch", fit_options.get("steps_per_epoch"))
+        if per_epoch % steps:
+            lower, upper = per_epoch // steps * steps, (per_epoch // steps + 1) * steps
+            raise InvalidInputError(f"steps_per_epoch={per_epoch} is not a multiple of steps_per_execution={steps}: "
+                                    f"use {f'{lower} or {upper}' if lower else upper}")
         # XLA and distribution strategies keep Keras's own loop, fed one drawn batch per step.
         fused = not (self.run_eagerly or self.jit_compile or self.distribute_strategy.num_replicas_in_sync > 1)
         if fused:  # one element per graph call: the number of its first batch

@@ -1,6 +1,7 @@
 """Integration tests of the dashboards: real short trainings with training.train and model.fit, real XGBoost,
 run folders written and read back, the stop button clicked from another thread, and a console process."""
 import json
+import logging
 import subprocess
 import sys
 import textwrap
@@ -193,7 +194,7 @@ def test_monitor_controls_with_model_fit(muons):
 
 
 
-def test_monitor_reused_for_later_fits(muons):
+def test_monitor_reused_for_later_fits(muons, caplog):
     scaler = MuonScaler().fit(muons.features)
     gan = make_gan("vanilla", seed=3, **SMALL_NETWORKS)
     gan.compile(steps_per_execution=5)
@@ -213,6 +214,13 @@ def test_monitor_reused_for_later_fits(muons):
     assert len(monitor.losses["discriminator_loss"]) == 5
     assert [check["iteration"] for check in monitor.checks] == [10, 20, 25]
     assert [row["checks"] for row in monitor.convergence_state()] == [3, 3]
+    # A new monitor on a model that has already trained says how to count on from the model's updates.
+    late = TrainingMonitor(muons, every=10, sample_size=1_000, evaluation_size=300, scaler=scaler,
+                           max_overhead=None, interactive=False)
+    with caplog.at_level(logging.WARNING, logger="muon_gan_nb.dashboard"):
+        gan.fit(batches, epochs=1, steps_per_epoch=5, callbacks=[late], verbose=0)
+    assert late.iterations == [5]
+    assert "pass start_iteration=25 to count on from them" in caplog.text
 
 def test_overhead_guard_postpones_refreshes(muons):
     scaler = MuonScaler().fit(muons.features)
