@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import json
-import math
 import logging
 import os
 import platform
@@ -24,7 +23,7 @@ from .checkpoints import checkpoint_iteration, list_checkpoints
 from .data import FEATURES, MUON_PDG, InvalidInputError, MuonSample, check_count, write_json
 from .features import FeatureTransform, load_transform
 import muon_gan_nb.models  # noqa: F401  sizes TensorFlow's thread pools before TensorFlow starts
-from .models import StreamNoise
+from .models import StreamNoise, generation_chunks
 from .preprocessing import MuonScaler
 from .writers import MuonWriter, shard_counts, shard_paths
 
@@ -75,8 +74,7 @@ class _BlockGenerator:
 
     def stream_noise(self, count: int, seed: int) -> StreamNoise:
         "The noise of rows [0, count) of the stream seeded by `seed`, drawn once, for `_generate_sample(noise=)`."
-        return self.model.stream_noise(seed, [(block, min(self.block, count - block * self.block))
-                                              for block in range(math.ceil(count / self.block))])
+        return self.model.stream_noise(seed, generation_chunks(count, self.block))
 
     def pdg(self, start: int, count: int, seed: int, mu_plus_fraction: float) -> np.ndarray:
         "PDG ids of the same rows: -13 with probability `mu_plus_fraction`, else 13."

@@ -214,7 +214,7 @@ def test_monitor_reused_for_later_fits(muons, caplog):
     assert len(monitor.losses["discriminator_loss"]) == 5
     assert [check["iteration"] for check in monitor.checks] == [10, 20, 25]
     assert [row["checks"] for row in monitor.convergence_state()] == [3, 3]
-    # A new monitor on a model that has already trained says how to count on from the model's updates.
+    # A new monitor on a model that has already trained warns and names the start that follows the model.
     late = TrainingMonitor(muons, every=10, sample_size=1_000, evaluation_size=300, scaler=scaler,
                            max_overhead=None, interactive=False)
     with caplog.at_level(logging.WARNING, logger="muon_gan_nb.dashboard"):
