@@ -304,7 +304,8 @@ def _add_evaluate_command(commands, parents: list[argparse.ArgumentParser]):
         help="measure how well a saved run's muons match real ones",
         description="Generate muons with a saved run and train an XGBoost classifier to tell them from "
                     "real muons. Prints the held-out AUC next to the real-vs-real floor and writes "
-                    "metrics.json and plots.")
+                    "metrics.json and plots. Without --data, --n and --seed it repeats the run's final "
+                    "evaluation: the same muons, floor sample and classifier, so the same AUC and floor.")
     command.add_argument("run", metavar="RUN", help="run folder written by `muon-gan train`")
     command.add_argument("--data", metavar="PATH",
                          help="real muons to compare with, in any format `train --data` reads (default: "
@@ -312,11 +313,12 @@ def _add_evaluate_command(commands, parents: list[argparse.ArgumentParser]):
     command.add_argument("--drop-invalid", action="store_true",
                          help="drop (and count) muons of --data whose PDG id is not ±13 or whose momentum "
                               "is zero, instead of rejecting the file")
-    command.add_argument("--n", type=evaluation_count, default=DEFAULT_EVAL_SIZE, metavar="N",
+    command.add_argument("--n", type=evaluation_count, default=None, metavar="N",
                          help="real and generated muons each in the comparison, at most the number of real "
-                              "muons available")
-    command.add_argument("--seed", type=seed_value, default=0,
-                         help="random seed of the generated muons and of the classifier's split")
+                              "muons available (default: the run's --eval-size)")
+    command.add_argument("--seed", type=seed_value, default=None,
+                         help="random seed of the generated muons and of the classifier's split (default: "
+                              "those of the run's own evaluations)")
     command.add_argument("--out", metavar="DIR", default=None,
                          help="folder for metrics.json and the plots (default: RUN/evaluation)")
     command.set_defaults(handler=_run_evaluate)
@@ -671,7 +673,7 @@ def _run_evaluate(arguments: argparse.Namespace) -> int:
     out = Path(arguments.out) if arguments.out else Path(arguments.run) / "evaluation"
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file, not a folder: choose another --out")
-    real = None
+    real = reference = None
     if arguments.data is not None:
         from muon_gan_nb.data import load_muons
         real = load_muons(arguments.data, drop_invalid=arguments.drop_invalid)
@@ -679,24 +681,29 @@ def _run_evaluate(arguments: argparse.Namespace) -> int:
     os.environ.setdefault("MPLBACKEND", "Agg")  # plots go to files; no display is needed
     run = _load_run_checked(arguments.run)
     if real is None:
-        real = run.heldout()
-    from muon_gan_nb.evaluation import evaluate_fidelity, plot_report
-    n = min(arguments.n, len(real))  # each class gets as many muons as the real sample has, at most --n
-    if n < arguments.n:
+        real, reference = run.real_samples()
+    from muon_gan_nb.evaluation import plot_report
+    own_size = run.options.get("eval_size", DEFAULT_EVAL_SIZE)
+    requested = own_size if arguments.n is None else arguments.n
+    n = min(requested, len(real))  # each class gets as many muons as the real sample has, at most --n
+    if n < requested:
         print(f"Comparing {n:,} real and {n:,} generated muons: the real sample has {len(real):,} muons, "
-              f"fewer than --n {arguments.n:,}")
-    generated = run.generate(n, seed=arguments.seed)
-    report = evaluate_fidelity(real, generated, n=n, seed=arguments.seed)
+              f"fewer than --n {requested:,}")
+    report, real, generated = run.evaluate(requested, arguments.seed, real, reference)
+    repeats_final = arguments.data is None and arguments.seed is None and requested == own_size
 
     metrics_path = out / "metrics.json"
     with atomic_write(metrics_path) as temporary:
         # Which model was judged: a resumed run replaces model.keras, and this file stays until evaluated again.
         judged = {"run": os.path.abspath(arguments.run), "run_id": run.options.get("run_id"),
-                  "iteration": run.metrics.get("iterations_trained"), "real": arguments.data or "held-out split"}
+                  "iteration": run.metrics.get("iterations_trained"), "real": arguments.data or "held-out split",
+                  "generated_seed": run.evaluation_seeds(arguments.seed)[0], "repeats_final_evaluation": repeats_final}
         temporary.write_text(json.dumps({**judged, **report.to_dict(roc_points=101)}, indent=2))
     plots = _save_figures(plot_report(report, real, generated), out / "plots")
     print(report.summary())
     _print_fidelity(report.auc, report.floor_auc)
+    if repeats_final:
+        print("Same muons, floor sample and classifier as the run's final evaluation in its metrics.json")
     print(f"Metrics: {metrics_path}")
     print(f"Plots:   {out / 'plots'} ({len(plots)} PNG files)")
     return 0

@@ -160,20 +160,54 @@ class TrainedRun:
         "Generate `n` muons in cm and GeV/c, weights 1; PDG ids from the μ+ fraction, or prompt-aware models' labels."
         return self.generate_range(0, check_count("n", n), check_count("seed", seed, minimum=0))
 
-    def heldout(self) -> MuonSample:
-        "The run's held-out real muons, split again from its data exactly as training split them."
+    def real_samples(self) -> tuple[MuonSample, MuonSample]:
+        "The run's held-out real muons and the training muons of its floor test, split again exactly as training did."
         # Imported here: the training module imports this one, and its data helpers do the split.
         from muon_gan_nb.training import _EXTRA_DEFAULTS, _load_run_data, _trained_in_memory
         options = self.options
-        fix = "pass real muons explicitly (muon-gan evaluate RUN --data FILE, or evaluate_fidelity in Python)"
+        fix = "pass real muons explicitly (muon-gan evaluate RUN --data FILE, or run.evaluate(real=...))"
         if _trained_in_memory(options):
             raise InvalidInputError(f"The run in {self.path} was trained on an in-memory sample, so its held-out "
                                     f"muons cannot be reloaded: {fix}")
         try:
-            return _load_run_data({**_EXTRA_DEFAULTS, **options}, None, self.scaler, self.transform).heldout
+            run_data = _load_run_data({**_EXTRA_DEFAULTS, **options}, None, self.scaler, self.transform)
         except FileNotFoundError as error:
             raise InvalidInputError(f"The held-out muons of the run in {self.path} cannot be reloaded from "
                                     f"{options['data']} ({error}): {fix}") from error
+        return run_data.heldout, run_data.reference
+
+    def heldout(self) -> MuonSample:
+        "The run's held-out real muons, split again from its data exactly as training split them."
+        return self.real_samples()[0]
+
+    def evaluate(self, n: int | None = None,  # muons of each class; None: the run's eval_size
+                 seed: int | None = None,  # seed of the generated muons and the classifier; None: the run's own
+                 real: MuonSample | None = None,  # real muons to compare with; None: the run's held-out split
+                 reference: MuonSample | None = None,  # other real muons for the floor; None: split `real` in two
+                 ) -> tuple:
+        "Judge the run's muons as its evaluations did; returns (FidelityReport, real muons, generated muons)."
+        from muon_gan_nb.evaluation import evaluate_fidelity
+        own_size = self.options.get("eval_size", 100_000)
+        n = check_count("n", own_size if n is None else n)
+        # With no seed and no real muons this repeats the run's final evaluation, muon for muon. It takes the
+        # generated muons of the run's `evaluation_seed` and seeds the classifier with the run's seed. The
+        # floor is measured against the same training muons, with the run's evaluation options.
+        if real is None:
+            real, reference = self.real_samples()
+        generated_seed, classifier_seed = self.evaluation_seeds(seed)
+        # At the run's own size it generates as many muons as the run's evaluations did, because the classifier's
+        # subsample of them must be drawn again. At other sizes it needs no more than the real muons.
+        generated = self.generate(n if n == own_size else min(n, len(real)), generated_seed)
+        report = evaluate_fidelity(real, generated, reference=reference, n=n, seed=classifier_seed,
+                                   **self.options.get("evaluation_options", {}))
+        return report, real, generated
+
+    def evaluation_seeds(self, seed: int | None = None,  # a seed given to `evaluate`; None: the run's own
+                         ) -> tuple[int, int]:
+        "Seeds of the generated muons and of the classifier that `evaluate(seed=seed)` uses."
+        from muon_gan_nb.training import evaluation_seed
+        run_seed = self.options.get("seed", 0)
+        return (evaluation_seed(run_seed), run_seed) if seed is None else (seed, seed)
 
 
 def _finish_hint(path: Path,  # folder of an unfinished run

@@ -287,6 +287,25 @@ def test_evaluate_heldout_split(trained_run, tmp_path):
     assert report["real"] == "held-out split"
 
 
+def test_evaluate_repeats_final_evaluation(trained_run, tmp_path):
+    process = run_cli("evaluate", trained_run, "--out", tmp_path / "again")
+    assert process.returncode == 0, process.stderr
+    assert "Same muons, floor sample and classifier as the run's final evaluation" in process.stdout
+    report = json.loads((tmp_path / "again" / "metrics.json").read_text())
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    final = metrics["evaluations"][-1]
+    assert (report["auc"], report["floor_auc"], report["n_real"]) == (final["auc"], final["floor_auc"], 400)
+    assert report["generated_seed"] == metrics["evaluation_seed"]
+    assert report["repeats_final_evaluation"] is True
+
+    other = run_cli("evaluate", trained_run, "--seed", "3", "--out", tmp_path / "other")
+    assert other.returncode == 0, other.stderr
+    assert "final evaluation" not in other.stdout
+    report = json.loads((tmp_path / "other" / "metrics.json").read_text())
+    assert report["auc"] != final["auc"]
+    assert (report["generated_seed"], report["seed"], report["repeats_final_evaluation"]) == (3, 3, False)
+
+
 def test_evaluate_against_data(trained_run, small_data, tmp_path):
     process = run_cli("evaluate", trained_run, "--data", small_data, "--n", "500", "--out", tmp_path)
     assert process.returncode == 0, process.stderr
