@@ -234,7 +234,9 @@ def table(result: dict) -> str:
                  f"{entry['ours']['refresh_seconds']:.0f} s in refreshes"
                  for model, entry in result["end_to_end"].items() if "evaluation_seconds" in entry["ours"]]
     if breakdown:
-        end_to_end += ("\n\nOf our measured (unscaled) times: " + "; ".join(breakdown) + ".")
+        end_to_end += ("\n\nOf our measured (unscaled) times: " + "; ".join(breakdown) + ". The evaluation seconds "
+                       "are the classifier's. Except in the final evaluation it runs in a worker thread while "
+                       "training goes on, so most of that time overlaps the steps.")
     variants = ""
     if result.get("variants"):
         variant_rows = [[entry.get("loop", "ours"), entry["model"], entry.get("steps_per_execution", "1 (per call)"),

@@ -106,6 +106,7 @@ class _ConvergenceCallback(keras.callbacks.Callback):
         self.iterations: list[int] = []  # iteration of each recorded value
         self.values: list[float] = []  # recorded monitor values
         self.converged_iteration: int | None = None  # first iteration at which the rule was met
+        self._fed_by_run = False  # a `train` run hands over its evaluations (record_evaluation) in this fit
 
     def _find_convergence(self) -> int | None:
         raise NotImplementedError
@@ -130,13 +131,26 @@ class _ConvergenceCallback(keras.callbacks.Callback):
                     self.model.stop_training = True
         return self.converged_iteration is not None
 
+    def record_evaluation(self, entry: dict,  # one evaluation of metrics.json: iteration, auc, floor_auc, ...
+                          ):
+        "Take an evaluation from a `train` run, which calls this in order, also for results that arrive an epoch late."
+        if self.monitor in entry:
+            self._fed_by_run = True  # the epoch logs hold only the latest result, so they are not read again
+            self.update(int(entry["iteration"]), float(entry[self.monitor]))
+
+    def on_train_begin(self, logs=None):
+        self._fed_by_run = False
+
     def _record_from_logs(self, logs: dict | None, required: bool):
+        if self._fed_by_run:
+            return
         if not logs or self.monitor not in logs:
             if required:
                 raise InvalidInputError(f"{type(self).__name__} monitors {self.monitor!r}, which is not in the "
                                         f"training logs {sorted(logs or {})}: pass monitor= one of those")
             return
-        self.update(self.iteration, float(logs[self.monitor]))
+        # A value measured beside training arrives later, with the iteration it belongs to (`auc_iteration`).
+        self.update(int(logs.get(f"{self.monitor}_iteration", self.iteration)), float(logs[self.monitor]))
 
     def on_train_batch_end(self, batch, logs=None):
         self.iteration += 1

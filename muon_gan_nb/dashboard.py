@@ -477,6 +477,7 @@ class TrainingMonitor(_MonitorChecks, _MonitorPanel, keras.callbacks.Callback):
         self._started: float | None = None
         self._next_refresh = self.start_iteration + self.every
         self._epoch, self._steps_per_epoch = 0, None
+        self._fed_by_run = False  # a `train` run hands over its evaluations (record_evaluation) in this fit
         self._fit_start, self._fits = self.start_iteration, 0  # iteration at which the current fit began; fits seen
         # the scaler, transform and μ+ fraction of the current fit, found when it starts
         self._conversion: tuple[MuonScaler, FeatureTransform | None, float] | None = None
@@ -535,6 +536,7 @@ class TrainingMonitor(_MonitorChecks, _MonitorPanel, keras.callbacks.Callback):
             logger.warning("monitor: counting from start_iteration=%d, but the model has made %d generator updates; "
                            "pass start_iteration=%d to count on from them", self.start_iteration, updates, updates)
         self._fits += 1
+        self._fed_by_run = False
         self._conversion = self._find_conversion()
         # Forget the folder: the next train call sets it again, and a later plain fit must not read this run's files.
         self._train_folder = None
@@ -576,11 +578,19 @@ class TrainingMonitor(_MonitorChecks, _MonitorPanel, keras.callbacks.Callback):
                 self.postponed += 1
         self.callback_seconds += time.perf_counter() - started
 
-    def on_epoch_end(self, epoch, logs=None):
-        if logs and "auc" in logs:
-            floor_auc = logs.get("floor_auc")
-            self.run_evaluations.append({"iteration": self.iteration, "auc": float(logs["auc"]),
+    def record_evaluation(self, entry: dict,  # one evaluation of metrics.json: iteration, auc, floor_auc, ...
+                          ):
+        "Take an evaluation from the `train` run watched, which calls this in order, also for results that arrive late."
+        self._fed_by_run = True  # the epoch logs hold only the latest result, so they are not read again
+        floor_auc = entry.get("floor_auc")
+        with self._lock:
+            self.run_evaluations.append({"iteration": int(entry["iteration"]), "auc": float(entry["auc"]),
                                          "floor_auc": None if floor_auc is None else float(floor_auc)})
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs and "auc" in logs and not self._fed_by_run:
+            self.record_evaluation({"iteration": int(logs.get("auc_iteration", self.iteration)), **logs})
+            self._fed_by_run = False
 
     def on_train_end(self, logs=None):
         started = time.perf_counter()

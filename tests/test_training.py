@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from muon_gan_nb.checkpoints import list_checkpoints
+from muon_gan_nb.convergence import AUCPlateau
 from muon_gan_nb.data import InvalidInputError, MuonSample, load_muons
 from muon_gan_nb.evaluation import evaluate_fidelity
 from muon_gan_nb.models import make_gan
@@ -87,13 +88,29 @@ def test_existing_folder_refused(reference_run):
     assert (reference_run.path / "model.keras").is_file()  # nothing was touched
 
 
+def _judged(run: TrainedRun) -> list[tuple]:
+    return [(entry["iteration"], entry["auc"], entry["floor_auc"]) for entry in run.metrics["evaluations"]]
+
+
 def test_same_seed_same_losses_and_auc(reference_run, toy_file, tmp_path):
+    # The reference run's intermediate classifier ran beside training; here every evaluation runs in step.
     again = train(data=str(toy_file), out=tmp_path / "again", iterations=200, eval_every=100,
-                  checkpoint_every=100, seed=3, **SMALL)
+                  checkpoint_every=100, seed=3, background_evaluation=False, **SMALL)
     assert again.metrics["generator_loss"] == reference_run.metrics["generator_loss"]
     assert again.metrics["discriminator_loss"] == reference_run.metrics["discriminator_loss"]
-    assert [entry["auc"] for entry in again.metrics["evaluations"]] == \
-        [entry["auc"] for entry in reference_run.metrics["evaluations"]]
+    assert _judged(again) == _judged(reference_run)
+    assert reference_run.metrics["convergence"]["auc_plateau"]["iterations"] == [100, 200]
+
+
+def test_auc_plateau_callback_gets_every_evaluation(toy_file, tmp_path):
+    # At 60 the result of 40 comes from the worker and the final one follows in the same epoch end; the
+    # epoch logs hold one of them, so the run hands both over through record_evaluation.
+    plateau = AUCPlateau(patience=50)
+    run = train(data=str(toy_file), out=tmp_path / "plateau", iterations=60, eval_every=20, checkpoint_every=60,
+                callbacks=[plateau], **SMALL, **TINY_NETWORKS)
+    evaluations = run.metrics["evaluations"]
+    assert plateau.iterations == [entry["iteration"] for entry in evaluations] == [20, 40, 60]
+    assert plateau.values == [entry["auc"] for entry in evaluations]
 
 
 _KILLED_RUN = """
@@ -141,8 +158,13 @@ def test_resume_after_sigkill_matches_uninterrupted(reference_run, toy_file, tmp
     for key in ("generator_loss", "discriminator_loss"):
         np.testing.assert_allclose(np.array(resumed.metrics[key])[later],
                                    np.array(reference_run.metrics[key])[later], rtol=1e-5)
-    np.testing.assert_allclose(resumed.metrics["evaluations"][-1]["auc"],
-                               reference_run.metrics["evaluations"][-1]["auc"], rtol=1e-6)
+    # The checkpoint at 100 was written while its evaluation ran beside training; the resume evaluates it again.
+    checkpoint_state = json.loads((list_checkpoints(out / "checkpoints")[0] / "state.json").read_text())
+    assert checkpoint_state["pending_evaluation"] == 100
+    assert [entry["iteration"] for entry in checkpoint_state["metrics"]["evaluations"]] == []
+    np.testing.assert_allclose([entry[1:] for entry in _judged(resumed)],
+                               [entry[1:] for entry in _judged(reference_run)], rtol=1e-6)
+    assert [entry[0] for entry in _judged(resumed)] == [100, 200]
     np.testing.assert_array_equal(load_run(out).generate(300).features, reference_run.generate(300).features)
 
 
