@@ -405,6 +405,7 @@ class MuonGAN(keras.Model):
             lower, upper = per_epoch // steps * steps, (per_epoch // steps + 1) * steps
             raise InvalidInputError(f"steps_per_epoch={per_epoch} is not a multiple of steps_per_execution={steps}: "
                                     f"use {f'{lower} or {upper}' if lower else upper}")
+        self._check_drawn(draw(tf.constant(start_step, tf.int64)))
         # XLA and distribution strategies keep Keras's own loop, fed one drawn batch per step.
         fused = not (self.run_eagerly or self.jit_compile or self.distribute_strategy.num_replicas_in_sync > 1)
         if fused:  # one element per graph call: the number of its first batch
@@ -416,6 +417,18 @@ class MuonGAN(keras.Model):
             return self.fit(_without_autotune(numbers), shuffle=False, **fit_options)
         finally:
             self._batch_drawer = None
+
+    def _check_drawn(self, rows: tf.Tensor):
+        "Reject a drawer whose rows the steps cannot take, before Keras traces them."
+        columns = self.discriminator.inputs[0].shape[-1]
+        per_step = int(getattr(self, "real_batches_per_step", 1))
+        shape, dtype = tuple(getattr(rows, "shape", ())), getattr(rows, "dtype", None)
+        if len(shape) != 2 or shape[1] != columns or shape[0] % per_step or dtype != tf.float32:
+            what = f"{dtype.name} rows of shape {shape}" if dtype is not None else f"a {type(rows).__name__}"
+            raise InvalidInputError(
+                f"The drawer gave {what}, but each {type(self).__name__} step takes float32 rows with {columns} "
+                f"columns, {per_step} real batch(es) of equal size: build it with batches.batch_drawer(features "
+                f"with {columns} columns, rows=batch_size * {per_step})")
 
     def make_train_function(self, force=False):
         "Keras's training function; during `fit_drawn`, one graph call that draws and trains `steps_per_execution` batches."
