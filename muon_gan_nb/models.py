@@ -424,9 +424,9 @@ class MuonGAN(keras.Model):
         per_step = int(getattr(self, "real_batches_per_step", 1))
         shape, dtype = tuple(getattr(rows, "shape", ())), getattr(rows, "dtype", None)
         if len(shape) != 2 or shape[1] != columns or shape[0] % per_step or dtype != tf.float32:
-            what = f"{dtype.name} rows of shape {shape}" if dtype is not None else f"a {type(rows).__name__}"
+            received = f"{dtype.name} rows of shape {shape}" if dtype is not None else f"a {type(rows).__name__}"
             raise InvalidInputError(
-                f"The drawer gave {what}, but each {type(self).__name__} step takes float32 rows with {columns} "
+                f"The drawer gave {received}, but each {type(self).__name__} step takes float32 rows with {columns} "
                 f"columns, {per_step} real batch(es) of equal size: build it with batches.batch_drawer(features "
                 f"with {columns} columns, rows=batch_size * {per_step})")
 

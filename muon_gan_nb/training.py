@@ -139,11 +139,14 @@ class _Evaluator(keras.callbacks.Callback):
         return _generate_sample(self.blocks, self.scaler, self.mu_plus_fraction, 0, self.eval_size,
                                 self.noise_seed, f"generated at iteration {iteration}", self.transform, self._noise)
 
-    def _judge(self, generated: MuonSample, final: bool, **threads):
-        "The fidelity report of `generated`; the floor is measured at the first and final evaluations only."
-        from muon_gan_nb.evaluation import evaluate_fidelity
+    def _floor(self, final: bool) -> bool | float:
+        "Return True to measure the floor (first and final evaluations), or the first evaluation's floor AUC."
         evaluations = self.state.metrics["evaluations"]
-        floor = True if final or not evaluations else evaluations[0]["floor_auc"]
+        return True if final or not evaluations else evaluations[0]["floor_auc"]
+
+    def _judge(self, generated: MuonSample, final: bool, floor: bool | float, **threads):
+        "Judge `generated` against the held-out muons; `floor` is True to measure the floor, or an earlier floor AUC."
+        from muon_gan_nb.evaluation import evaluate_fidelity
         # The bootstrap and the distance metrics cost more than the classifier fit, and only the final
         # evaluation reports them, so intermediate evaluations skip them.
         options = {"bootstrap": 200 if final else 0, "distances": final, **threads, **self.evaluation_options}
@@ -167,7 +170,7 @@ class _Evaluator(keras.callbacks.Callback):
     def evaluate(self, iteration: int, final: bool, logs: dict | None = None) -> dict:
         "Evaluate the generator now, in this thread, and record the result under `iteration`."
         generated = self._generate(iteration)
-        return self._record(iteration, self._judge(generated, final), generated, logs)
+        return self._record(iteration, self._judge(generated, final, self._floor(final)), generated, logs)
 
     def collect(self, logs: dict | None = None, before: int | None = None):
         "Wait for the classifier test in the worker, if any (only one older than iteration `before`), and record it."
@@ -204,7 +207,9 @@ class _Evaluator(keras.callbacks.Callback):
         # One XGBoost thread: with two, its OpenMP threads and TensorFlow's contend for 2 cores, and 10,000 vanilla
         # iterations took 58 s instead of 43 s. The AUC came out the same as with two threads, bit for bit, in
         # tests/test_training.py (test_same_seed_same_losses_and_auc), which compares a run without the worker.
-        self.pending = (state.iteration, generated, self._worker.submit(self._judge, generated, False, n_jobs=1))
+        # The floor is read here, so that the worker never reads the evaluations this thread appends to.
+        judging = self._worker.submit(self._judge, generated, False, self._floor(False), n_jobs=1)
+        self.pending = (state.iteration, generated, judging)
 
 
 class _Checkpointer(keras.callbacks.Callback):
