@@ -103,8 +103,8 @@ def test_same_seed_same_losses_and_auc(reference_run, toy_file, tmp_path):
 
 
 def test_auc_plateau_callback_gets_every_evaluation(toy_file, tmp_path):
-    # At 60 the result of 40 comes from the worker and the final one follows in the same epoch end; the
-    # epoch logs hold one of them, so the run hands both over through record_evaluation.
+    # At 60 the worker's result for 40 and the final result arrive at the same epoch end. The epoch logs keep
+    # only one, so the run passes both to record_evaluation.
     plateau = AUCPlateau(patience=50)
     run = train(data=str(toy_file), out=tmp_path / "plateau", iterations=60, eval_every=20, checkpoint_every=60,
                 callbacks=[plateau], **SMALL, **TINY_NETWORKS)
